@@ -1,0 +1,3 @@
+from batchyard.cli import main
+
+main()

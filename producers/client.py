@@ -1,0 +1,87 @@
+"""The Python producer: submit a job, follow it, read its results, cancel it."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine
+
+from producers.parse import InputReader, Source
+from producers.progress import follow
+from producers.publisher import Publisher
+from routing.catalog import load_catalog
+from schemas.batch import BatchOutputLine
+from schemas.catalog import Catalog
+from schemas.jobs import JobView
+from schemas.keys import Tier
+from schemas.settings import Settings
+from storage import cancel_job, create_job, get_job, iter_results, make_engine, mark_dispatched
+
+__all__ = ["Producer", "new_job_id"]
+
+
+def new_job_id() -> str:
+    """A time-ordered job id in the OpenAI style: ``batch_`` + 24 hex digits."""
+    return f"batch_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+class Producer:
+    """Submits jobs and reads them back. Safe to share between threads."""
+
+    def __init__(self, settings: Settings, *, engine: Engine | None = None,
+                 catalog: Catalog | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or make_engine(settings.database_url)
+        self.catalog = catalog or load_catalog(settings.config)
+        self.publisher = Publisher(settings.redis_url)
+
+    @classmethod
+    def from_env(cls) -> Producer:
+        """A producer configured from REDIS_URL, DATABASE_URL and BATCHYARD_CONFIG."""
+        return cls(Settings())
+
+    def submit(self, source: Source, *, tier: Tier | str = Tier.STANDARD,
+               model: str | None = None, metadata: dict[str, Any] | None = None) -> JobView:
+        """Validate ``source`` whole, store the job, queue it; InputError if any line is bad.
+
+        ``source`` is a JSONL path (OpenAI Batch format), or a list of batch lines, chat
+        request bodies (dicts or ``ChatRequest``) or plain prompt strings (with ``model=``).
+        """
+        tier = Tier(tier)
+        conf = self.settings.producer
+        reader = InputReader(set(self.catalog.public_names()), default_model=model,
+                             max_line_bytes=conf.max_line_bytes, max_problems=conf.max_problems)
+        job_id = new_job_id()
+        name = str(source) if isinstance(source, str) else type(source).__name__
+        total = create_job(self.engine, job_id, tier, reader.rows(source),
+                           metadata=metadata or {}, input_name=name,
+                           batch=conf.insert_batch, check=reader.check)
+        self.publisher.publish(job_id, tier, range(total), conf.chunk_sizes[tier])
+        mark_dispatched(self.engine, job_id)
+        return get_job(self.engine, job_id)
+
+    def status(self, job_id: str) -> JobView:
+        """Counts per state, tokens and cost so far; NotFoundError for an unknown job."""
+        return get_job(self.engine, job_id)
+
+    def wait(self, job_id: str, *, progress: bool = False, timeout: float | None = None,
+             poll_s: float = 0.25) -> JobView:
+        """Block until the job ends (or ``timeout`` seconds pass) and return its status."""
+        return follow(lambda: self.status(job_id), progress=progress, timeout=timeout,
+                      poll_s=poll_s)
+
+    def results(self, job_id: str, *, order: str = "input") -> Iterator[BatchOutputLine]:
+        """The job's output lines, streamed from the database page by page."""
+        return iter_results(self.engine, job_id, order=order)
+
+    def cancel(self, job_id: str) -> JobView:
+        """Stop the job: waiting requests are cancelled, running ones finish."""
+        cancel_job(self.engine, job_id)
+        return get_job(self.engine, job_id)
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.engine.dispose()

@@ -1,0 +1,43 @@
+"""Publishing chunk messages (ids only) on the tier queues of the Celery broker."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from celery import Celery
+
+from schemas.jobs import ChunkMessage
+from schemas.keys import CHUNK_TASK, Tier, queue_name
+
+__all__ = ["Publisher", "chunked"]
+
+
+def chunked(seqs: Sequence[int], size: int) -> list[tuple[int, ...]]:
+    """``seqs`` cut into tuples of at most ``size``."""
+    return [tuple(seqs[i : i + size]) for i in range(0, len(seqs), size)]
+
+
+class Publisher:
+    """Sends ``run_chunk`` task messages by name; it never imports the worker code."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.app = Celery("batchyard-producer", broker=redis_url, set_as_current=False)
+        self.app.conf.broker_connection_retry_on_startup = True
+        self.app.conf.broker_transport_options = {"max_retries": 3}
+
+    def publish(self, job_id: str, tier: Tier, seqs: Sequence[int], chunk_size: int) -> int:
+        """Publish the seqs of a job in chunks; return the number of messages."""
+        chunks = chunked(seqs, chunk_size)
+        with self.app.producer_or_acquire() as producer:
+            for chunk in chunks:
+                message = ChunkMessage(job_id=job_id, seqs=chunk, tier=tier)
+                self.app.send_task(
+                    CHUNK_TASK,
+                    args=[message.model_dump(mode="json")],
+                    queue=queue_name(tier),
+                    producer=producer,
+                )
+        return len(chunks)
+
+    def close(self) -> None:
+        self.app.close()

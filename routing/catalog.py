@@ -1,0 +1,69 @@
+"""Loading the routing catalog file, with errors that name the file, the key and the problem."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from pydantic import SecretStr, ValidationError
+
+from schemas.catalog import Catalog
+from schemas.errors import ConfigError
+
+__all__ = ["load_catalog", "parse_catalog"]
+
+SecretLookup = Callable[[str], str | None]
+
+
+def load_catalog(path: Path | str, secrets: SecretLookup | None = None) -> Catalog:
+    """Read and validate a catalog file; with ``secrets``, fill each deployment's credentials."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: catalog file not found (set BATCHYARD_CONFIG to your catalog's path; "
+            "examples/batchyard.yaml shows the format)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the catalog: {exc}") from exc
+    return parse_catalog(text, str(path), secrets)
+
+
+def parse_catalog(text: str, source: str = "<catalog>",
+                  secrets: SecretLookup | None = None) -> Catalog:
+    """Validate catalog YAML text; ``source`` names it in errors."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the catalog must be a mapping with deployments and models")
+    try:
+        catalog = Catalog.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(source, exc)) from exc
+    if secrets is not None:
+        _fill_secrets(catalog, source, secrets)
+    return catalog
+
+
+def _describe(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"{source}: {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _fill_secrets(catalog: Catalog, source: str, secrets: SecretLookup) -> None:
+    for name, dep in catalog.deployments.items():
+        if dep.api_key_env:
+            value = secrets(dep.api_key_env)
+            if value is None:
+                raise ConfigError(
+                    f"{source}: deployments.{name}.api_key_env: environment variable "
+                    f"{dep.api_key_env} is not set"
+                )
+            dep.api_key = SecretStr(value)

@@ -1,0 +1,41 @@
+"""Every queue name and Redis key batchyard uses, in one place.
+
+Queues are Celery queues on the Redis broker, one per priority tier. The other keys are
+counters, locks and markers that live in Redis beside them; none holds user content.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "CHUNK_TASK",
+    "EPOCH_KEY",
+    "KEY_PREFIX",
+    "RECONCILER_LOCK_KEY",
+    "TIER_ORDER",
+    "Tier",
+    "queue_name",
+]
+
+KEY_PREFIX = "batchyard"
+CHUNK_TASK = "batchyard.run_chunk"
+EPOCH_KEY = f"{KEY_PREFIX}:epoch"
+RECONCILER_LOCK_KEY = f"{KEY_PREFIX}:lock:reconciler"
+
+
+class Tier(StrEnum):
+    """Priority tiers; a worker always drains a higher tier before a lower one."""
+
+    REALTIME = "realtime"
+    HIGH = "high"
+    STANDARD = "standard"
+    BULK = "bulk"
+
+
+TIER_ORDER: tuple[Tier, ...] = (Tier.REALTIME, Tier.HIGH, Tier.STANDARD, Tier.BULK)
+
+
+def queue_name(tier: Tier | str) -> str:
+    """The Celery queue that carries a tier's chunks."""
+    return f"{KEY_PREFIX}.{Tier(tier).value}"

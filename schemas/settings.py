@@ -1,0 +1,93 @@
+"""Settings: one pydantic-settings object, built once at each entry point and passed down.
+
+Environment: ``DATABASE_URL``, ``REDIS_URL``, ``BATCHYARD_CONFIG`` (the routing catalog), and
+``BATCHYARD_<GROUP>__<FIELD>`` for the nested groups, e.g. ``BATCHYARD_WORKER__MAX_IN_FLIGHT=512``.
+This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.keys import Tier
+
+__all__ = [
+    "DEFAULT_CATALOG",
+    "DEFAULT_DATABASE_URL",
+    "DEFAULT_REDIS_URL",
+    "ProducerSettings",
+    "Settings",
+    "UpstreamSettings",
+    "WorkerSettings",
+    "read_secret",
+]
+
+DEFAULT_DATABASE_URL = "sqlite:///var/batchyard.db"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_CATALOG = Path("batchyard.yaml")
+
+DEFAULT_CHUNK_SIZES = {Tier.REALTIME: 1, Tier.HIGH: 16, Tier.STANDARD: 64, Tier.BULK: 64}
+
+
+class WorkerSettings(BaseModel):
+    """How a worker process takes and runs work."""
+
+    tiers: list[Tier] = list(Tier)
+    feeders: int = Field(default=4, ge=1, le=64, description="Celery threads that take chunks")
+    max_in_flight: int = Field(default=512, ge=1, le=10_000, description="upstream calls at once")
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    lease_s: float = Field(default=300.0, gt=0, description="a claimed request's lease")
+    reconcile_interval_s: float = Field(default=2.0, gt=0)
+    dispatch_grace_s: float = Field(default=30.0, gt=0, description="unpublished job age to repair")
+    write_batch: int = Field(default=256, ge=1)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+
+
+class UpstreamSettings(BaseModel):
+    """The one pooled HTTP client every upstream call goes through."""
+
+    timeout_s: float = Field(default=120.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=1024, ge=1)
+
+
+class ProducerSettings(BaseModel):
+    """How the producer cuts a job into queue messages."""
+
+    chunk_sizes: dict[Tier, int] = dict(DEFAULT_CHUNK_SIZES)
+    insert_batch: int = Field(default=5_000, ge=1)
+    max_line_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_problems: int = Field(default=100, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything configurable, from the environment (and a ``.env`` file)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BATCHYARD_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        validation_alias=AliasChoices("DATABASE_URL", "BATCHYARD_DATABASE_URL"),
+    )
+    redis_url: str = Field(
+        default=DEFAULT_REDIS_URL, validation_alias=AliasChoices("REDIS_URL", "BATCHYARD_REDIS_URL")
+    )
+    config: Path = Field(
+        default=DEFAULT_CATALOG, validation_alias=AliasChoices("BATCHYARD_CONFIG", "config")
+    )
+    worker: WorkerSettings = WorkerSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    producer: ProducerSettings = ProducerSettings()
+
+
+def read_secret(env_name: str) -> str | None:
+    """The value of a credential's environment variable (the catalog names it, never holds it)."""
+    return os.environ.get(env_name)

@@ -1,0 +1,171 @@
+"""Jobs in SQL: create one atomically, read its view, cancel it, page through its results."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+
+from schemas.batch import BatchError, BatchOutputLine, BatchResponse
+from schemas.errors import NotFoundError
+from schemas.jobs import JobStatus, JobView, RequestState
+from schemas.keys import Tier
+from storage.models import JobRow, RequestRow
+from storage.requests import finalize_job
+
+__all__ = ["NewRequest", "cancel_job", "create_job", "get_job", "iter_results", "mark_dispatched"]
+
+_T = RequestRow.__table__
+_J = JobRow.__table__
+_LIVE = [RequestState.QUEUED.value, RequestState.DEFERRED.value, RequestState.RUNNING.value]
+
+NewRequest = tuple[str, str, str]
+"""(custom_id, model, body JSON) of one request to insert."""
+
+
+def create_job(engine: Engine, job_id: str, tier: Tier, rows: Iterable[NewRequest], *,
+               metadata: dict[str, Any], input_name: str, batch: int,
+               check: Callable[[], None]) -> int:
+    """Insert a job and all its requests in one transaction; return the count.
+
+    ``rows`` may be a lazy parser: its rows are inserted in batches as they come. After the
+    last row ``check`` runs and may raise (e.g. the parser found bad lines): the transaction
+    then rolls back and nothing is left behind.
+    """
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(insert(_J).values(
+            id=job_id, status=JobStatus.VALIDATING, tier=tier.value, total=0, succeeded=0,
+            failed=0, cancelled=0, expired=0, prompt_tokens=0, completion_tokens=0, cost=0,
+            metadata=metadata, input_name=input_name, created_at=now,
+        ))
+        total = 0
+        pending: list[dict[str, Any]] = []
+        for custom_id, model, body in rows:
+            pending.append({"job_id": job_id, "seq": total, "custom_id": custom_id,
+                            "model": model, "body": body})
+            total += 1
+            if len(pending) >= batch:
+                _insert_requests(conn, pending)
+                pending = []
+        check()
+        if pending:
+            _insert_requests(conn, pending)
+        conn.execute(update(_J).where(_J.c.id == job_id)
+                     .values(status=JobStatus.IN_PROGRESS, total=total))
+    return total
+
+
+def _insert_requests(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    conn.execute(
+        insert(_T).values(state=RequestState.QUEUED.value, attempts=0, prompt_tokens=0,
+                          completion_tokens=0, cached_tokens=0, cost=0),
+        rows,
+    )
+
+
+def mark_dispatched(engine: Engine, job_id: str) -> None:
+    """Note that every chunk of the job was published."""
+    with engine.begin() as conn:
+        conn.execute(update(_J).where(_J.c.id == job_id)
+                     .values(dispatched_at=datetime.now(UTC)))
+
+
+def get_job(engine: Engine, job_id: str) -> JobView:
+    """The job's status, counts per state, tokens and cost; NotFoundError when absent."""
+    with engine.connect() as conn:
+        job = conn.execute(select(_J).where(_J.c.id == job_id)).first()
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r}")
+        live = conn.execute(
+            select(_T.c.state, func.count()).where(_T.c.job_id == job_id, _T.c.state.in_(_LIVE))
+            .group_by(_T.c.state)
+        ).all()
+    counts = {RequestState(state): int(n) for state, n in live}
+    counts.update({
+        RequestState.SUCCEEDED: job.succeeded, RequestState.FAILED: job.failed,
+        RequestState.CANCELLED: job.cancelled, RequestState.EXPIRED: job.expired,
+    })
+    return JobView(
+        id=job.id, status=JobStatus(job.status), tier=Tier(job.tier), total=job.total,
+        counts=counts, prompt_tokens=job.prompt_tokens,
+        completion_tokens=job.completion_tokens, cost=job.cost, metadata=job.metadata or {},
+        created_at=_utc(job.created_at), started_at=_utc(job.started_at),
+        completed_at=_utc(job.completed_at),
+    )
+
+
+def cancel_job(engine: Engine, job_id: str) -> None:
+    """Stop dispatching: waiting requests end ``cancelled``; running ones finish and count."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        moved = conn.execute(
+            update(_J).where(_J.c.id == job_id, _J.c.status == JobStatus.IN_PROGRESS)
+            .values(status=JobStatus.CANCELLING).returning(_J.c.id)
+        ).first()
+        if moved is None:
+            if conn.execute(select(_J.c.id).where(_J.c.id == job_id)).first() is None:
+                raise NotFoundError(f"no job {job_id!r}")
+            return  # already finished or cancelling: nothing more to do
+        n = conn.execute(
+            update(_T).where(_T.c.job_id == job_id, _T.c.state.in_(
+                [RequestState.QUEUED.value, RequestState.DEFERRED.value]))
+            .values(state=RequestState.CANCELLED, error_code="batch_cancelled",
+                    error_message="the job was cancelled before this request ran",
+                    claim=None, not_before=None, finished_at=now)
+        ).rowcount
+        conn.execute(update(_J).where(_J.c.id == job_id)
+                     .values(cancelled=_J.c.cancelled + n))
+        finalize_job(conn, job_id, now)
+
+
+def iter_results(engine: Engine, job_id: str, *, order: str = "input",
+                 page: int = 1000) -> Iterator[BatchOutputLine]:
+    """Every terminal request as an OpenAI Batch output line, in pages (bounded memory)."""
+    if order not in ("input", "completion"):
+        raise ValueError("order must be 'input' or 'completion'")
+    get_job(engine, job_id)  # NotFoundError for an unknown job
+    after: tuple[Any, ...] | None = None
+    keys = (_T.c.seq,) if order == "input" else (_T.c.finished_at, _T.c.seq)
+    while True:
+        stmt = select(_T).where(_T.c.job_id == job_id, _T.c.state.not_in(_LIVE))
+        if after is not None:
+            stmt = stmt.where(_tuple_gt(keys, after))
+        with engine.connect() as conn:
+            rows = conn.execute(stmt.order_by(*keys).limit(page)).all()
+        for row in rows:
+            yield _output_line(row)
+        if len(rows) < page:
+            return
+        last = rows[-1]
+        after = (last.seq,) if order == "input" else (last.finished_at, last.seq)
+
+
+def _tuple_gt(keys: tuple[Any, ...], after: tuple[Any, ...]) -> Any:
+    if len(keys) == 1:
+        return keys[0] > after[0]
+    return (keys[0] > after[0]) | ((keys[0] == after[0]) & (keys[1] > after[1]))
+
+
+def _output_line(row: Any) -> BatchOutputLine:
+    line_id = f"batch_req_{row.job_id.removeprefix('batch_')}_{row.seq}"
+    if row.state == RequestState.SUCCEEDED:
+        return BatchOutputLine(
+            id=line_id, custom_id=row.custom_id,
+            response=BatchResponse(status_code=row.status_code or 200,
+                                   request_id=row.upstream_request_id or "",
+                                   body=json.loads(row.response or "{}")),
+        )
+    return BatchOutputLine(
+        id=line_id, custom_id=row.custom_id,
+        error=BatchError(code=row.error_code or row.state, message=row.error_message or ""),
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

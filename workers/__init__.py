@@ -1,0 +1,19 @@
+"""Celery workers: the app, the task, and the engine that runs requests concurrently."""
+
+from __future__ import annotations
+
+from workers.app import create_app
+
+__all__ = ["create_app", "worker_app"]
+
+
+def worker_app(settings: object | None = None) -> object:
+    """The fully wired Celery app (task registered, runtime installed)."""
+    from schemas.settings import Settings
+    from workers import runtime, tasks
+
+    conf = settings if isinstance(settings, Settings) else Settings()
+    app = create_app(conf)
+    tasks.register(app)
+    runtime.install(app, conf)
+    return app

@@ -1,0 +1,47 @@
+"""The Celery app: tier queues served in priority order, one task that feeds the engine.
+
+Priority: kombu's Redis transport round-robins queues by default; with
+``queue_order_strategy="priority"`` its BRPOP lists the queues in the order the worker
+consumes them (realtime, high, standard, bulk), and Redis pops from the first non-empty one.
+With a prefetch of one message per feeder thread and chunks that only wait for a free
+in-flight slot (never for a slow upstream), a realtime chunk is taken as soon as any slot frees.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from schemas.keys import TIER_ORDER, queue_name
+from schemas.settings import Settings
+
+__all__ = ["create_app"]
+
+VISIBILITY_TIMEOUT_S = 3600
+
+
+def create_app(settings: Settings) -> Celery:
+    """The worker's Celery app for these settings."""
+    app = Celery("batchyard", broker=settings.redis_url, set_as_current=True)
+    app.conf.update(
+        task_queues=[Queue(queue_name(t), routing_key=queue_name(t)) for t in TIER_ORDER],
+        task_default_queue=queue_name(TIER_ORDER[2]),
+        broker_transport_options={
+            "queue_order_strategy": "priority",
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+        },
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_send_task_events=True,
+        task_send_sent_event=False,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    app.conf.batchyard_settings = settings
+    return app

@@ -1,0 +1,133 @@
+"""The per-process engine: an asyncio loop that keeps hundreds of upstream calls in flight.
+
+Celery feeder threads hand it chunks; it claims the chunk's rows (a lease in the database),
+starts one coroutine per row on its loop, and returns as soon as the calls are running, so
+a Celery slot is never held by a slow upstream. ``Capacity`` bounds the calls in flight (and
+so memory); a slot is given back once the outcome is durable. If this process dies, the
+leases run out and the reconciler hands the rows to another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Engine as DbEngine
+from sqlalchemy.exc import SQLAlchemyError
+
+from providers.client import UpstreamClient
+from routing.router import Router
+from schemas.catalog import Catalog
+from schemas.jobs import ChunkMessage
+from schemas.outcomes import Claimed, Outcome, OutcomeKind
+from schemas.settings import Settings
+from storage.requests import claim
+from workers.capacity import Capacity
+from workers.pipeline import Pipeline
+from workers.writer import OutcomeWriter
+
+__all__ = ["Engine", "ShuttingDown"]
+
+log = logging.getLogger(__name__)
+
+TAKE_WAIT_S = 1.0
+CLAIM_RETRY_FIRST_S = 0.2
+CLAIM_RETRY_MAX_S = 10.0
+
+
+class ShuttingDown(Exception):
+    """The engine is stopping; the rest of the chunk must go back to the queue."""
+
+
+class Engine:
+    """Claims rows, runs them concurrently, and writes their outcomes in batches."""
+
+    def __init__(self, settings: Settings, db: DbEngine, catalog: Catalog, *,
+                 on_finished: Callable[[str, str], None] | None = None) -> None:
+        self._settings = settings.worker
+        self._db = db
+        self._token = secrets.token_hex(8)
+        self._capacity = Capacity(settings.worker.max_in_flight)
+        self._closing = threading.Event()
+        self._running: dict[tuple[str, int], Claimed] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="batchyard-loop",
+                                        daemon=True)
+        self._thread.start()
+        self._client = UpstreamClient(settings.upstream)
+        self._pipeline = Pipeline(Router(catalog), self._client, settings.worker)
+        self._writer = OutcomeWriter(db, batch=settings.worker.write_batch,
+                                     on_written=self._capacity.give,
+                                     on_finished=on_finished or _log_finished)
+
+    @property
+    def in_flight(self) -> int:
+        return self._capacity.used
+
+    def accept(self, msg: ChunkMessage) -> int:
+        """Start the chunk's runnable rows; return how many started. Blocks while full."""
+        pending = list(msg.seqs)
+        started = 0
+        while pending:
+            if self._closing.is_set():
+                raise ShuttingDown(f"{len(pending)} requests of {msg.job_id} not started")
+            n = self._capacity.take(len(pending), timeout=TAKE_WAIT_S)
+            if n == 0:
+                continue
+            part, pending = pending[:n], pending[n:]
+            try:
+                rows = self._claim(msg.job_id, part)
+            except BaseException:
+                self._capacity.give(n)
+                raise
+            self._capacity.give(n - len(rows))
+            for row in rows:
+                self._running[(row.job_id, row.seq)] = row
+                asyncio.run_coroutine_threadsafe(self._run(row), self._loop)
+            started += len(rows)
+        return started
+
+    def _claim(self, job_id: str, seqs: list[int]) -> list[Claimed]:
+        """Lease rows; while the database is unreachable, wait and try again (nothing is lost)."""
+        delay = CLAIM_RETRY_FIRST_S
+        while True:
+            try:
+                return claim(self._db, job_id, seqs, self._token, self._settings.lease_s,
+                             time.time())
+            except SQLAlchemyError as exc:
+                if self._closing.is_set():
+                    raise ShuttingDown("database unreachable while stopping") from exc
+                log.warning("claiming %d rows failed (%s); retrying in %.1fs", len(seqs),
+                            type(exc).__name__, delay)
+                self._closing.wait(delay)
+                delay = min(delay * 2, CLAIM_RETRY_MAX_S)
+
+    async def _run(self, row: Claimed) -> None:
+        outcome = await self._pipeline.run(row)
+        self._running.pop((row.job_id, row.seq), None)
+        self._writer.put(outcome)
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking work, let calls finish for ``grace_s``, hand back the rest, close."""
+        self._closing.set()
+        grace = self._settings.shutdown_grace_s if grace_s is None else grace_s
+        if not self._capacity.wait_idle(grace):
+            left = list(self._running.values())
+            log.warning("handing back %d requests still running after %.0fs", len(left), grace)
+            for row in left:
+                self._writer.put(Outcome(kind=OutcomeKind.DEFERRED, job_id=row.job_id,
+                                         seq=row.seq, claim=row.claim, not_before=time.time(),
+                                         error_code="worker_shutdown",
+                                         error_message="worker stopped during the call"))
+        self._writer.stop(timeout=max(grace, 5.0))
+        asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+def _log_finished(job_id: str, status: str) -> None:
+    log.info("job %s %s", job_id, status)

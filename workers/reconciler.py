@@ -1,0 +1,103 @@
+"""The reconciler: the database is the truth, so repair what the broker lost or never got.
+
+One worker at a time runs it (a Redis lock); every interval it:
+1. notices that Redis lost its data (the epoch key is gone) and re-publishes every queued row;
+2. publishes deferred rows whose wait is over (retries, hand-backs at shutdown);
+3. re-publishes rows whose lease ran out (their worker died mid-call);
+4. publishes jobs whose producer stored them but died or failed before publishing.
+Publishing twice is harmless: a claim runs each row once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from producers.publisher import Publisher
+from schemas.keys import EPOCH_KEY, RECONCILER_LOCK_KEY, Tier
+from schemas.settings import Settings
+from storage import recovery
+from storage.jobs import mark_dispatched
+from storage.requests import select_runnable_seqs
+
+__all__ = ["Reconciler"]
+
+log = logging.getLogger(__name__)
+
+BATCH_LIMIT = 5_000
+
+
+class Reconciler:
+    """Runs ``tick`` every interval in a daemon thread while this worker holds the lock."""
+
+    def __init__(self, settings: Settings, db: Engine, publisher: Publisher) -> None:
+        self._settings = settings
+        self._db = db
+        self._publisher = publisher
+        self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        self._token = secrets.token_hex(8)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="batchyard-reconciler",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        interval = self._settings.worker.reconcile_interval_s
+        while not self._stop.wait(interval):
+            try:
+                if self._lead(interval):
+                    self.tick()
+            except (redis.RedisError, SQLAlchemyError, OSError) as exc:
+                log.warning("reconciler pass failed (%s: %s); next in %.0fs",
+                            type(exc).__name__, exc, interval)
+
+    def _lead(self, interval: float) -> bool:
+        ttl_ms = int(interval * 3000)
+        if self._redis.set(RECONCILER_LOCK_KEY, self._token, nx=True, px=ttl_ms):
+            return True
+        if self._redis.get(RECONCILER_LOCK_KEY) == self._token.encode():
+            self._redis.pexpire(RECONCILER_LOCK_KEY, ttl_ms)
+            return True
+        return False
+
+    def tick(self) -> dict[str, int]:
+        """One pass; the number of requests re-published by each rule."""
+        now = time.time()
+        counts = {"lost_broker": 0, "deferred": 0, "leases": 0, "undispatched": 0}
+        if self._redis.set(EPOCH_KEY, str(now), nx=True):
+            for job_id, tier, seqs in recovery.iter_waiting(self._db):
+                counts["lost_broker"] += self._publish(job_id, tier, seqs)
+        for rule, groups in (
+            ("deferred", recovery.find_due_deferred(self._db, now, BATCH_LIMIT)),
+            ("leases", recovery.find_expired_leases(self._db, now, BATCH_LIMIT)),
+        ):
+            for job_id, tier, seqs in groups:
+                counts[rule] += self._publish(job_id, tier, seqs)
+                recovery.mark_requeued(self._db, job_id, seqs, now)
+        cutoff = datetime.now(UTC) - timedelta(seconds=self._settings.worker.dispatch_grace_s)
+        for job_id, tier in recovery.find_undispatched_jobs(self._db, cutoff):
+            with self._db.connect() as conn:
+                seqs = select_runnable_seqs(conn, job_id)
+            counts["undispatched"] += self._publish(job_id, tier, seqs)
+            mark_dispatched(self._db, job_id)
+        if any(counts.values()):
+            log.info("reconciler re-published %s", counts)
+        return counts
+
+    def _publish(self, job_id: str, tier: Tier, seqs: list[int]) -> int:
+        if seqs:
+            self._publisher.publish(job_id, tier, seqs, self._settings.producer.chunk_sizes[tier])
+        return len(seqs)
