@@ -31,7 +31,7 @@ def worker(settings: Settings, tiers: str, max_in_flight: int | None, feeders: i
     from workers import worker_app
 
     chosen = _parse_tiers(tiers)
-    updates = {"tiers": chosen}
+    updates: dict[str, object] = {"tiers": chosen}
     if max_in_flight:
         updates["max_in_flight"] = max_in_flight
     if feeders:
@@ -90,7 +90,7 @@ def flower(settings: Settings, port: int, address: str, flower_args: tuple[str, 
     app = create_app(settings)
     queues = ",".join(queue_name(t) for t in TIER_ORDER)
     argv = ["flower", f"--port={port}", f"--address={address}",
-            f"--broker-api={settings.redis_url}", f"--purge_offline_workers=60",
+            "--purge_offline_workers=60",
             *flower_args]
     app.conf.flower_queues = queues
     app.start(argv=argv)
@@ -99,13 +99,17 @@ def flower(settings: Settings, port: int, address: str, flower_args: tuple[str, 
 def register(cli: click.Group) -> None:
     """Attach the operator commands to the CLI group."""
     from batchyard.demo import demo
-    from mock_upstream.cli import command as mock_upstream
 
     cli.add_command(worker)
     cli.add_command(db)
     cli.add_command(flower)
-    cli.add_command(mock_upstream, name="mock-upstream")
     cli.add_command(demo)
+    try:
+        from mock_upstream.cli import command as mock_upstream
+    except ImportError:
+        pass
+    else:
+        cli.add_command(mock_upstream, name="mock-upstream")
     try:
         from batchyard.local_model import command as local_model
     except ImportError:

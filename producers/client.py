@@ -18,7 +18,15 @@ from schemas.catalog import Catalog
 from schemas.jobs import JobView
 from schemas.keys import Tier
 from schemas.settings import Settings
-from storage import cancel_job, create_job, get_job, iter_results, make_engine, mark_dispatched
+from storage import (
+    NewJob,
+    cancel_job,
+    create_job,
+    get_job,
+    iter_results,
+    make_engine,
+    mark_dispatched,
+)
 
 __all__ = ["Producer", "new_job_id"]
 
@@ -56,9 +64,9 @@ class Producer:
                              max_line_bytes=conf.max_line_bytes, max_problems=conf.max_problems)
         job_id = new_job_id()
         name = str(source) if isinstance(source, str) else type(source).__name__
-        total = create_job(self.engine, job_id, tier, reader.rows(source),
-                           metadata=metadata or {}, input_name=name,
-                           batch=conf.insert_batch, check=reader.check)
+        job = NewJob(id=job_id, tier=tier, metadata=metadata or {}, input_name=name)
+        total = create_job(self.engine, job, reader.rows(source), batch=conf.insert_batch,
+                           check=reader.check)
         self.publisher.publish(job_id, tier, range(total), conf.chunk_sizes[tier])
         mark_dispatched(self.engine, job_id)
         return get_job(self.engine, job_id)

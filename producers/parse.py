@@ -101,7 +101,7 @@ class InputReader:
                 return item
             if isinstance(item, str):
                 body = ChatRequest(model=self._require_model(),
-                                   messages=[{"role": "user", "content": item}])  # type: ignore[list-item]
+                                   messages=[{"role": "user", "content": item}])
             elif isinstance(item, ChatRequest):
                 body = item
             elif isinstance(item, dict) and "custom_id" in item:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from schemas.jobs import JobView
+from schemas.jobs import JobView, RequestState
 
 __all__ = ["follow"]
 
@@ -27,10 +27,10 @@ def follow(read: Callable[[], JobView], *, progress: bool, timeout: float | None
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(view.id, total=view.total, detail="")
         while True:
-            failed = view.counts.get("failed", 0)
+            failed = view.counts.get(RequestState.FAILED, 0)
+            tokens = view.prompt_tokens + view.completion_tokens
             bar.update(task, completed=view.finished,
-                       detail=f"failed {failed}  tokens {view.prompt_tokens + view.completion_tokens}"
-                              f"  ${view.cost:.6f}")
+                       detail=f"failed {failed}  tokens {tokens}  ${view.cost:.6f}")
             if view.done or (deadline is not None and time.monotonic() >= deadline):
                 return view
             time.sleep(poll_s)

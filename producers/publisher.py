@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from celery import Celery
+from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from schemas.jobs import ChunkMessage
-from schemas.keys import CHUNK_TASK, Tier, queue_name
+from schemas.keys import CHUNK_TASK, TIER_ORDER, Tier, queue_name
 
-__all__ = ["Publisher", "chunked"]
+__all__ = ["Publisher", "chunked", "tier_queues"]
+
+
+def tier_queues() -> list[Queue]:
+    """One durable direct queue per tier, in priority order; producers and workers share it."""
+    return [Queue(queue_name(t), Exchange(queue_name(t), type="direct"), routing_key=queue_name(t))
+            for t in TIER_ORDER]
 
 
 def chunked(seqs: Sequence[int], size: int) -> list[tuple[int, ...]]:
@@ -24,6 +31,7 @@ class Publisher:
         self.app = Celery("batchyard-producer", broker=redis_url, set_as_current=False)
         self.app.conf.broker_connection_retry_on_startup = True
         self.app.conf.broker_transport_options = {"max_retries": 3}
+        self.app.conf.task_queues = tier_queues()
 
     def publish(self, job_id: str, tier: Tier, seqs: Sequence[int], chunk_size: int) -> int:
         """Publish the seqs of a job in chunks; return the number of messages."""

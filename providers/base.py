@@ -6,6 +6,7 @@ from typing import Protocol
 
 import httpx
 
+from providers.params import ParamSupport
 from schemas.catalog import Deployment
 from schemas.chat import ChatRequest, ChatResult
 
@@ -17,10 +18,15 @@ class Provider(Protocol):
 
     ``build_request`` turns the unified request into the provider's HTTP request;
     ``parse_response`` turns any HTTP response into a ``ChatResult`` or raises the mapped
-    ``UpstreamError``. No environment reads, no client, no database.
+    ``UpstreamError``. No environment reads, no client, no database. ``params`` declares what
+    it does with each request field (see ``providers.params``).
     """
 
-    name: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def params(self) -> ParamSupport: ...
 
     def build_request(self, req: ChatRequest, deployment: Deployment) -> httpx.Request: ...
 

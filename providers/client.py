@@ -54,7 +54,8 @@ class UpstreamClient:
         """Call the deployment; return the parsed result or raise an ``UpstreamError``."""
         request = provider.build_request(req, deployment)
         total = deployment.timeout_s or self._settings.timeout_s
-        request.extensions["timeout"] = httpx.Timeout(total, connect=self._timeout.connect).as_dict()
+        timeout = httpx.Timeout(total, connect=self._timeout.connect)
+        request.extensions["timeout"] = timeout.as_dict()
         started = time.perf_counter()
         try:
             async with asyncio.timeout(total):

@@ -140,7 +140,8 @@ def parsed_tool_calls(message: ChatMessage, provider: str) -> list[ToolCall]:
             raise BadRequestError(
                 f"tool call {raw.get('id')!r} arguments must be a JSON object", provider=provider
             )
-        calls.append(ToolCall(id=str(raw.get("id") or ""), name=str(fn.get("name")), arguments=args))
+        call_id = str(raw.get("id") or "")
+        calls.append(ToolCall(id=call_id, name=str(fn.get("name")), arguments=args))
     return calls
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from schemas.catalog import Catalog
+from schemas.catalog import Catalog, Deployment
 from schemas.errors import ConfigError
 
 __all__ = ["load_catalog", "parse_catalog"]
@@ -40,6 +40,7 @@ def parse_catalog(text: str, source: str = "<catalog>",
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the catalog must be a mapping with deployments and models")
+    _refuse_inline_secrets(raw, source)
     try:
         catalog = Catalog.model_validate(raw)
     except ValidationError as exc:
@@ -47,6 +48,19 @@ def parse_catalog(text: str, source: str = "<catalog>",
     if secrets is not None:
         _fill_secrets(catalog, source, secrets)
     return catalog
+
+
+def _refuse_inline_secrets(raw: dict[str, object], source: str) -> None:
+    secret_fields = {n for n, f in Deployment.model_fields.items() if f.exclude}
+    deployments = raw.get("deployments")
+    if not isinstance(deployments, dict):
+        return
+    for name, dep in deployments.items():
+        for key in secret_fields & set(dep if isinstance(dep, dict) else ()):
+            raise ConfigError(
+                f"{source}: deployments.{name}.{key}: credentials are never written in the "
+                f"catalog; name the environment variable that holds it with {key}_env"
+            )
 
 
 def _describe(source: str, exc: ValidationError) -> str:

@@ -90,7 +90,8 @@ class Catalog(_Spec):
                     raise ValueError(f"model {model!r} names unknown deployment {dep_name!r}")
             for alias in [model, *group.aliases]:
                 if alias in seen and seen[alias] != model:
-                    raise ValueError(f"name {alias!r} is used by models {seen[alias]!r} and {model!r}")
+                    raise ValueError(
+                        f"name {alias!r} is used by models {seen[alias]!r} and {model!r}")
                 seen[alias] = model
         return self
 

@@ -7,12 +7,12 @@
     ├── RoutingError                  no deployment can serve a model
     │   └── UnknownModelError         the model name is not in the catalog
     └── UpstreamError                 an upstream call failed; carries provider and status
-        ├── RateLimitedError          429 / throttled; ``retry_after`` seconds when given   (retryable)
-        ├── OverloadedError           503 / 529 / provider unavailable                      (retryable)
-        ├── ServerError               5xx                                                   (retryable)
-        ├── UpstreamTimeoutError      no answer within the timeout                          (retryable)
-        ├── ConnectionFailedError     connect refused, reset, DNS                           (retryable)
-        ├── MalformedResponseError    a body that is not the provider's format              (retryable)
+        ├── RateLimitedError          429 / throttled, with ``retry_after`` (retryable)
+        ├── OverloadedError           503 / 529 / provider unavailable (retryable)
+        ├── ServerError               5xx (retryable)
+        ├── UpstreamTimeoutError      no answer within the timeout (retryable)
+        ├── ConnectionFailedError     connect refused, reset, DNS (retryable)
+        ├── MalformedResponseError    a body that is not the provider's format (retryable)
         ├── AuthenticationError       401 / 403
         ├── BadRequestError           400 / 404 / 422
         │   └── ContextLengthError    the prompt does not fit the model's window

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from storage.db import make_engine
-from storage.jobs import NewRequest, cancel_job, create_job, get_job, iter_results, mark_dispatched
+from storage.jobs import (
+    NewJob,
+    NewRequest,
+    cancel_job,
+    create_job,
+    get_job,
+    iter_results,
+    mark_dispatched,
+)
 from storage.migrate import upgrade
 from storage.requests import claim, finalize_job, record
 
 __all__ = [
+    "NewJob",
     "NewRequest",
     "cancel_job",
     "claim",

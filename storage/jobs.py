@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,21 +14,38 @@ from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.errors import NotFoundError
 from schemas.jobs import JobStatus, JobView, RequestState
 from schemas.keys import Tier
-from storage.models import JobRow, RequestRow
+from storage.models import JOBS, REQUESTS
 from storage.requests import finalize_job
 
-__all__ = ["NewRequest", "cancel_job", "create_job", "get_job", "iter_results", "mark_dispatched"]
+__all__ = [
+    "NewJob",
+    "NewRequest",
+    "cancel_job",
+    "create_job",
+    "get_job",
+    "iter_results",
+    "mark_dispatched",
+]
 
-_T = RequestRow.__table__
-_J = JobRow.__table__
+_T = REQUESTS
+_J = JOBS
 _LIVE = [RequestState.QUEUED.value, RequestState.DEFERRED.value, RequestState.RUNNING.value]
 
 NewRequest = tuple[str, str, str]
 """(custom_id, model, body JSON) of one request to insert."""
 
 
-def create_job(engine: Engine, job_id: str, tier: Tier, rows: Iterable[NewRequest], *,
-               metadata: dict[str, Any], input_name: str, batch: int,
+@dataclass(frozen=True)
+class NewJob:
+    """The fields of a job that a producer chooses."""
+
+    id: str
+    tier: Tier
+    metadata: dict[str, Any] = field(default_factory=dict)
+    input_name: str = ""
+
+
+def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch: int,
                check: Callable[[], None]) -> int:
     """Insert a job and all its requests in one transaction; return the count.
 
@@ -38,14 +56,14 @@ def create_job(engine: Engine, job_id: str, tier: Tier, rows: Iterable[NewReques
     now = datetime.now(UTC)
     with engine.begin() as conn:
         conn.execute(insert(_J).values(
-            id=job_id, status=JobStatus.VALIDATING, tier=tier.value, total=0, succeeded=0,
+            id=job.id, status=JobStatus.VALIDATING, tier=job.tier.value, total=0, succeeded=0,
             failed=0, cancelled=0, expired=0, prompt_tokens=0, completion_tokens=0, cost=0,
-            metadata=metadata, input_name=input_name, created_at=now,
+            metadata=job.metadata, input_name=job.input_name, created_at=now,
         ))
         total = 0
         pending: list[dict[str, Any]] = []
         for custom_id, model, body in rows:
-            pending.append({"job_id": job_id, "seq": total, "custom_id": custom_id,
+            pending.append({"job_id": job.id, "seq": total, "custom_id": custom_id,
                             "model": model, "body": body})
             total += 1
             if len(pending) >= batch:
@@ -54,7 +72,7 @@ def create_job(engine: Engine, job_id: str, tier: Tier, rows: Iterable[NewReques
         check()
         if pending:
             _insert_requests(conn, pending)
-        conn.execute(update(_J).where(_J.c.id == job_id)
+        conn.execute(update(_J).where(_J.c.id == job.id)
                      .values(status=JobStatus.IN_PROGRESS, total=total))
     return total
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import cast
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from storage.money import Money
 
-__all__ = ["Base", "JobRow", "RequestRow"]
+__all__ = ["JOBS", "REQUESTS", "Base", "JobRow", "RequestRow"]
 
 
 class Base(DeclarativeBase):
@@ -75,3 +76,7 @@ class RequestRow(Base):
         Index("ix_requests_state_not_before", "state", "not_before"),
         Index("ix_requests_state_lease", "state", "lease_until"),
     )
+
+
+JOBS = cast(Table, JobRow.__table__)
+REQUESTS = cast(Table, RequestRow.__table__)

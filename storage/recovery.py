@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Engine, select, update
 
 from schemas.jobs import ACTIVE_JOB_STATUSES, RequestState
 from schemas.keys import Tier
-from storage.models import JobRow, RequestRow
+from storage.models import JOBS, REQUESTS
 
 __all__ = [
     "Group",
@@ -25,8 +25,8 @@ __all__ = [
     "mark_requeued",
 ]
 
-_T = RequestRow.__table__
-_J = JobRow.__table__
+_T = REQUESTS
+_J = JOBS
 _ACTIVE = [s.value for s in ACTIVE_JOB_STATUSES]
 
 Group = tuple[str, Tier, list[int]]
@@ -49,7 +49,7 @@ def find_due_deferred(engine: Engine, now: float, limit: int) -> list[Group]:
         .limit(limit)
     )
     with engine.connect() as conn:
-        return _grouped([tuple(r) for r in conn.execute(stmt).all()])  # type: ignore[misc]
+        return _grouped([tuple(r) for r in conn.execute(stmt).all()])
 
 
 def find_expired_leases(engine: Engine, now: float, limit: int) -> list[Group]:
@@ -61,7 +61,7 @@ def find_expired_leases(engine: Engine, now: float, limit: int) -> list[Group]:
         .limit(limit)
     )
     with engine.connect() as conn:
-        return _grouped([tuple(r) for r in conn.execute(stmt).all()])  # type: ignore[misc]
+        return _grouped([tuple(r) for r in conn.execute(stmt).all()])
 
 
 def mark_requeued(engine: Engine, job_id: str, seqs: Sequence[int], now: float) -> None:
@@ -99,7 +99,7 @@ def iter_waiting(engine: Engine, page: int = 10_000) -> Iterator[Group]:
         )
         with engine.connect() as conn:
             rows = conn.execute(stmt).all()
-        yield from _grouped([tuple(r) for r in rows])  # type: ignore[misc]
+        yield from _grouped([tuple(r) for r in rows])
         if len(rows) < page:
             return
         after = (rows[-1].job_id, rows[-1].seq)

@@ -9,12 +9,12 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, Engine, case, func, select, type_coerce
 
 from schemas.jobs import RequestState
-from storage.models import RequestRow
+from storage.models import REQUESTS
 from storage.money import from_pico
 
 __all__ = ["ModelUsage", "usage_by_model"]
 
-_T = RequestRow.__table__
+_T = REQUESTS
 
 
 @dataclass(frozen=True)

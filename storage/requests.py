@@ -16,15 +16,15 @@ from sqlalchemy import Connection, Engine, and_, case, or_, select, update
 
 from schemas.jobs import ACTIVE_JOB_STATUSES, TERMINAL_REQUEST_STATES, JobStatus, RequestState
 from schemas.outcomes import Claimed, Outcome, OutcomeKind
-from storage.models import JobRow, RequestRow
+from storage.models import JOBS, REQUESTS
 
 __all__ = ["claim", "finalize_job", "record"]
 
 CLAIM_SKEW_S = 1.0
 """A deferral due within this many seconds may be claimed (clocks of hosts differ a little)."""
 
-_T = RequestRow.__table__
-_J = JobRow.__table__
+_T = REQUESTS
+_J = JOBS
 _TERMINAL = [s.value for s in TERMINAL_REQUEST_STATES]
 
 

@@ -9,9 +9,11 @@ in-flight slot (never for a slow upstream), a realtime chunk is taken as soon as
 
 from __future__ import annotations
 
-from celery import Celery
-from kombu import Queue
+import logging
 
+from celery import Celery
+
+from producers.publisher import tier_queues
 from schemas.keys import TIER_ORDER, queue_name
 from schemas.settings import Settings
 
@@ -24,7 +26,7 @@ def create_app(settings: Settings) -> Celery:
     """The worker's Celery app for these settings."""
     app = Celery("batchyard", broker=settings.redis_url, set_as_current=True)
     app.conf.update(
-        task_queues=[Queue(queue_name(t), routing_key=queue_name(t)) for t in TIER_ORDER],
+        task_queues=tier_queues(),
         task_default_queue=queue_name(TIER_ORDER[2]),
         broker_transport_options={
             "queue_order_strategy": "priority",
@@ -43,5 +45,5 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
-    app.conf.batchyard_settings = settings
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per call is too much
     return app

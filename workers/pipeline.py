@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -38,7 +39,7 @@ class Pipeline:
 
     async def run(self, row: Claimed) -> Outcome:
         """The outcome of one attempt; never raises."""
-        base = {"job_id": row.job_id, "seq": row.seq, "claim": row.claim}
+        base: dict[str, Any] = {"job_id": row.job_id, "seq": row.seq, "claim": row.claim}
         try:
             req = ChatRequest.model_validate_json(row.body)
             deployment = self.router.pick(req.model)
@@ -64,17 +65,17 @@ class Pipeline:
             latency_ms=round(reply.latency_ms, 3), **base | where,
         )
 
-    def _failed_attempt(self, row: Claimed, exc: UpstreamError, base: dict[str, str | int]
+    def _failed_attempt(self, row: Claimed, exc: UpstreamError, base: dict[str, Any]
                         ) -> Outcome:
-        fields = {"status_code": exc.status, "error_code": exc.code,
-                  "error_message": exc.describe()}
+        fields: dict[str, Any] = {"status_code": exc.status, "error_code": exc.code,
+                                  "error_message": exc.describe()}
         if exc.retryable and row.attempts < self.settings.max_attempts:
             delay = retry_delay(row.attempts, base_s=self.settings.backoff_base_s,
                                 max_s=self.settings.backoff_max_s, retry_after=exc.retry_after)
             return Outcome(kind=OutcomeKind.DEFERRED, not_before=time.time() + delay,
-                           **base, **fields)  # type: ignore[arg-type]
+                           **base, **fields)
         if exc.retryable:
             fields["error_message"] = (
                 f"gave up after {row.attempts} attempts; last error: {exc.describe()}"
             )
-        return Outcome(kind=OutcomeKind.FAILED, **base, **fields)  # type: ignore[arg-type]
+        return Outcome(kind=OutcomeKind.FAILED, **base, **fields)

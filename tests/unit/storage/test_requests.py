@@ -1,0 +1,115 @@
+"""Claims, outcomes and job completion against real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Engine
+
+from schemas.chat import Usage
+from schemas.jobs import JobStatus, RequestState
+from schemas.keys import Tier
+from schemas.outcomes import Outcome, OutcomeKind
+from storage import NewJob, cancel_job, claim, create_job, get_job, make_engine, record
+
+
+@pytest.fixture
+def engine(database_url: str) -> Engine:
+    return make_engine(database_url)
+
+
+def _job(engine: Engine, n: int = 3) -> str:
+    rows = [(f"c{i}", "m", '{"model":"m","messages":[{"role":"user","content":"x"}]}')
+            for i in range(n)]
+    create_job(engine, NewJob(f"batch_test{n}", Tier.BULK), rows, batch=2, check=lambda: None)
+    return f"batch_test{n}"
+
+
+def _success(job_id: str, seq: int, token: str, cost: str = "0.000123456789") -> Outcome:
+    return Outcome(kind=OutcomeKind.SUCCEEDED, job_id=job_id, seq=seq, claim=token,
+                   status_code=200, response="{}", usage=Usage(prompt_tokens=10,
+                   completion_tokens=5), cost=Decimal(cost))
+
+
+def test_a_claimed_row_cannot_be_claimed_again_until_its_lease_ends(engine: Engine) -> None:
+    job = _job(engine)
+    now = time.time()
+    first = claim(engine, job, [0, 1], "w1", lease_s=60, now=now)
+    again = claim(engine, job, [0, 1, 2], "w2", lease_s=60, now=now)
+    after_lease = claim(engine, job, [0], "w3", lease_s=60, now=now + 61)
+
+    assert [r.seq for r in first] == [0, 1]
+    assert [r.seq for r in again] == [2]
+    assert [(r.seq, r.attempts) for r in after_lease] == [(0, 2)]
+
+
+def test_an_outcome_recorded_twice_is_charged_and_counted_once(engine: Engine) -> None:
+    job = _job(engine, n=2)
+    claim(engine, job, [0, 1], "w1", lease_s=60, now=time.time())
+
+    first = record(engine, [_success(job, 0, "w1"), _success(job, 0, "w1")])
+    second = record(engine, [_success(job, 0, "w1"), _success(job, 1, "w1")])
+    third = record(engine, [_success(job, 1, "w1")])
+
+    assert first == []
+    assert second == [(job, JobStatus.COMPLETED.value)]
+    assert third == []
+    view = get_job(engine, job)
+    assert view.counts[RequestState.SUCCEEDED] == 2
+    assert view.cost == Decimal("0.000246913578")
+    assert view.prompt_tokens == 20 and view.completion_tokens == 10
+
+
+def test_a_deferral_from_a_stale_claim_changes_nothing(engine: Engine) -> None:
+    job = _job(engine, n=1)
+    now = time.time()
+    claim(engine, job, [0], "old", lease_s=1, now=now)
+    claim(engine, job, [0], "new", lease_s=60, now=now + 2)  # the old lease ran out
+    stale = Outcome(kind=OutcomeKind.DEFERRED, job_id=job, seq=0, claim="old",
+                    not_before=now + 100)
+    record(engine, [stale])
+
+    assert claim(engine, job, [0], "third", lease_s=60, now=now + 3) == []
+    assert get_job(engine, job).counts[RequestState.RUNNING] == 1
+
+
+def test_a_deferred_row_is_claimable_only_once_due(engine: Engine) -> None:
+    job = _job(engine, n=1)
+    now = time.time()
+    claim(engine, job, [0], "w1", lease_s=60, now=now)
+    record(engine, [Outcome(kind=OutcomeKind.DEFERRED, job_id=job, seq=0, claim="w1",
+                            not_before=now + 30)])
+
+    assert claim(engine, job, [0], "w2", lease_s=60, now=now + 5) == []
+    assert [r.seq for r in claim(engine, job, [0], "w2", lease_s=60, now=now + 30)] == [0]
+
+
+def test_cancel_ends_waiting_requests_and_lets_running_ones_finish(engine: Engine) -> None:
+    job = _job(engine, n=3)
+    claim(engine, job, [0], "w1", lease_s=60, now=time.time())
+
+    cancel_job(engine, job)
+    during = get_job(engine, job)
+    finished = record(engine, [_success(job, 0, "w1")])
+
+    assert during.status is JobStatus.CANCELLING
+    assert during.counts[RequestState.CANCELLED] == 2
+    assert finished == [(job, JobStatus.CANCELLED.value)]
+    after = get_job(engine, job)
+    assert after.counts[RequestState.SUCCEEDED] == 1
+    assert claim(engine, job, [1, 2], "w2", lease_s=60, now=time.time()) == []
+
+
+def test_a_failing_check_leaves_no_job_behind(engine: Engine) -> None:
+    def reject() -> None:
+        raise ValueError("bad line")
+
+    rows = [(f"c{i}", "m", "{}") for i in range(5)]
+    with pytest.raises(ValueError):
+        create_job(engine, NewJob("batch_rolled_back", Tier.BULK), rows, batch=2, check=reject)
+    from schemas.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        get_job(engine, "batch_rolled_back")
