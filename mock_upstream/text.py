@@ -69,6 +69,8 @@ class Reply:
     completion_tokens: int
     finish: Finish
     tool_name: str | None = None
+    latency_ms: int = 0
+    """How long the mock made the caller wait (Bedrock reports it in ``metrics``)."""
 
 
 def make_reply(
@@ -77,16 +79,18 @@ def make_reply(
     *,
     tool_name: str | None = None,
     filtered: bool = False,
+    latency_ms: int = 0,
 ) -> Reply:
     """The reply to ``user_text``: a tool call to ``tool_name`` if given, empty if ``filtered``."""
     if filtered:
-        return Reply("", 0, Finish.CONTENT_FILTER)
+        return Reply("", 0, Finish.CONTENT_FILTER, latency_ms=latency_ms)
     if tool_name is not None:
-        return Reply("", count_tokens(tool_name + "{}"), Finish.TOOL_CALL, tool_name)
+        tokens = count_tokens(tool_name + "{}")
+        return Reply("", tokens, Finish.TOOL_CALL, tool_name, latency_ms)
     words = user_text.split(maxsplit=REPLY_WORDS)[:REPLY_WORDS]
     full = " ".join([REPLY_PREFIX, *words])
     tokens = count_tokens(full)
     if max_tokens is not None and max_tokens < tokens:
         kept = max(0, max_tokens)
-        return Reply(full[: kept * CHARS_PER_TOKEN], kept, Finish.LENGTH)
-    return Reply(full, tokens, Finish.STOP)
+        return Reply(full[: kept * CHARS_PER_TOKEN], kept, Finish.LENGTH, latency_ms=latency_ms)
+    return Reply(full, tokens, Finish.STOP, latency_ms=latency_ms)

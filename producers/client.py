@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from producers.parse import InputReader, Source
@@ -15,7 +16,8 @@ from producers.publisher import Publisher
 from routing.catalog import load_catalog
 from schemas.batch import BatchOutputLine
 from schemas.catalog import Catalog
-from schemas.jobs import JobView
+from schemas.errors import InputError, InputProblem
+from schemas.jobs import JobOptions, JobView
 from schemas.keys import Tier
 from schemas.settings import Settings
 from storage import (
@@ -52,19 +54,27 @@ class Producer:
         return cls(Settings())
 
     def submit(self, source: Source, *, tier: Tier | str = Tier.STANDARD,
-               model: str | None = None, metadata: dict[str, Any] | None = None) -> JobView:
+               model: str | None = None, metadata: dict[str, Any] | None = None,
+               **options: Any) -> JobView:
         """Validate ``source`` whole, store the job, queue it; InputError if any line is bad.
 
         ``source`` is a JSONL path (OpenAI Batch format), or a list of batch lines, chat
         request bodies (dicts or ``ChatRequest``) or plain prompt strings (with ``model=``).
+        ``options`` are ``JobOptions`` fields: ``webhook_url``, ``completion_window``
+        (e.g. "24h"), ``routing`` (strategy, require_tags).
         """
         tier = Tier(tier)
+        try:
+            opts = JobOptions(metadata=metadata or {}, **options)
+        except ValidationError as exc:
+            raise InputError([InputProblem(0, f"job options: {e['loc'][0]}: {e['msg']}")
+                              for e in exc.errors()]) from None
         conf = self.settings.producer
         reader = InputReader(set(self.catalog.public_names()), default_model=model,
                              max_line_bytes=conf.max_line_bytes, max_problems=conf.max_problems)
         job_id = new_job_id()
         name = str(source) if isinstance(source, str) else type(source).__name__
-        job = NewJob(id=job_id, tier=tier, metadata=metadata or {}, input_name=name)
+        job = NewJob(id=job_id, tier=tier, options=opts, input_name=name)
         total = create_job(self.engine, job, reader.rows(source), batch=conf.insert_batch,
                            check=reader.check)
         self.publisher.publish(job_id, tier, range(total), conf.chunk_sizes[tier])

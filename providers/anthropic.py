@@ -22,7 +22,9 @@ from providers.translate import (
     image_of,
     merge_turns,
     parsed_tool_calls,
+    plain_text,
     stop_list,
+    system_texts,
     tool_choice,
     unsupported_part,
 )
@@ -93,7 +95,7 @@ class AnthropicMessages:
         return httpx.Request("POST", url, headers=headers, content=json.dumps(body))
 
     def _body(self, req: ChatRequest, deployment: Deployment) -> dict[str, Any]:
-        system = [m.text() for m in req.messages if m.role in ("system", "developer")]
+        system = system_texts(req.messages, self.name)
         limit = req.output_limit() or deployment.default_max_tokens or DEFAULT_MAX_TOKENS
         body: dict[str, Any] = {"model": deployment.model, "max_tokens": limit}
         if system:
@@ -116,7 +118,7 @@ class AnthropicMessages:
                 continue
             if m.role == "tool":
                 block = {"type": "tool_result", "tool_use_id": m.tool_call_id or "",
-                         "content": m.text()}
+                         "content": plain_text(m, self.name)}
                 turns.append(("user", [block]))
             elif m.role == "assistant":
                 turns.append(("assistant", self._assistant_blocks(m)))

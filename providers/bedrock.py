@@ -24,7 +24,9 @@ from providers.translate import (
     image_of,
     merge_turns,
     parsed_tool_calls,
+    plain_text,
     stop_list,
+    system_texts,
     tool_choice,
     unsupported_part,
 )
@@ -43,7 +45,7 @@ from schemas.errors import (
     UpstreamTimeoutError,
 )
 
-__all__ = ["BedrockConverse", "sign"]
+__all__ = ["BedrockConverse"]
 
 PARAMS = ParamSupport(
     supported=frozenset({
@@ -91,15 +93,15 @@ class BedrockConverse:
         body = json.dumps(self._body(req)).encode()
         base = deployment.base_url.rstrip("/")
         url = f"{base}/model/{quote(deployment.model, safe='')}/converse"
-        headers = sign(url, body, deployment)
+        headers = _sign(url, body, deployment)
         headers.update(deployment.headers)
         return httpx.Request("POST", url, headers=headers, content=body)
 
     def _body(self, req: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": self._messages(req.messages)}
-        system = [m.text() for m in req.messages if m.role in ("system", "developer")]
+        system = system_texts(req.messages, self.name)
         if system:
-            body["system"] = [{"text": text} for text in system if text]
+            body["system"] = [{"text": text} for text in system]
         config = {
             "maxTokens": req.output_limit(),
             "temperature": req.temperature,
@@ -120,7 +122,8 @@ class BedrockConverse:
             if m.role in ("system", "developer"):
                 continue
             if m.role == "tool":
-                result = {"toolUseId": m.tool_call_id or "", "content": [{"text": m.text()}]}
+                text = plain_text(m, self.name)
+                result = {"toolUseId": m.tool_call_id or "", "content": [{"text": text}]}
                 turns.append(("user", [{"toolResult": result}]))
             elif m.role in ("user", "assistant"):
                 blocks = self._blocks(m)
@@ -213,7 +216,7 @@ class BedrockConverse:
         return upstream_error(cls, resp, self.name, message)
 
 
-def sign(url: str, body: bytes, deployment: Deployment) -> dict[str, str]:
+def _sign(url: str, body: bytes, deployment: Deployment) -> dict[str, str]:
     """SigV4 headers (with content-type) for a Converse POST; needs the ``bedrock`` extra."""
     try:
         from botocore.auth import SigV4Auth

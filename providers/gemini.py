@@ -26,7 +26,9 @@ from providers.translate import (
     merge_turns,
     output_format,
     parsed_tool_calls,
+    plain_text,
     stop_list,
+    system_texts,
     tool_choice,
     tool_names,
     unsupported_part,
@@ -84,7 +86,7 @@ class GeminiGenerateContent:
     def build_request(self, req: ChatRequest, deployment: Deployment) -> httpx.Request:
         req = PARAMS.apply(req, deployment, self.name)
         body: dict[str, Any] = {"contents": self._contents(req.messages)}
-        system = [m.text() for m in req.messages if m.role in ("system", "developer")]
+        system = system_texts(req.messages, self.name)
         if system:
             body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
         config = self._generation_config(req)
@@ -142,10 +144,11 @@ class GeminiGenerateContent:
             raise BadRequestError(
                 f"tool message answers unknown tool call {m.tool_call_id!r}", provider=self.name
             )
+        text = plain_text(m, self.name)
         try:
-            value: Any = json.loads(m.text())
+            value: Any = json.loads(text)
         except ValueError:
-            value = m.text()
+            value = text
         response = value if isinstance(value, dict) else {"output": value}
         return {"functionResponse": {"name": name, "response": response}}
 

@@ -40,6 +40,8 @@ _NEUTRAL: dict[str, object] = {
     "logit_bias": {},
 }
 
+_UNSET = object()
+
 ValueRule = Callable[[Any], str | None]
 """Given a value of a supported field, why the provider cannot honour it (or None)."""
 
@@ -96,5 +98,3 @@ class ParamSupport:
                 found[name] = why
         return found
 
-
-_UNSET = object()

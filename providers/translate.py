@@ -28,7 +28,9 @@ __all__ = [
     "merge_turns",
     "output_format",
     "parsed_tool_calls",
+    "plain_text",
     "stop_list",
+    "system_texts",
     "tool_choice",
     "tool_names",
     "unsupported_part",
@@ -71,6 +73,23 @@ def unsupported_part(part: ContentPart, provider: str) -> BadRequestError:
                            provider=provider)
 
 
+def plain_text(message: ChatMessage, provider: str) -> str:
+    """The text of a message that may hold only text (system, developer, tool results)."""
+    for part in message.content if isinstance(message.content, list) else []:
+        if part.type != "text":
+            raise BadRequestError(
+                f"{provider} accepts only text in {message.role} messages, got {part.type!r}",
+                provider=provider,
+            )
+    return message.text()
+
+
+def system_texts(messages: list[ChatMessage], provider: str) -> list[str]:
+    """The non-empty texts of the system and developer messages, in order."""
+    texts = (plain_text(m, provider) for m in messages if m.role in ("system", "developer"))
+    return [text for text in texts if text]
+
+
 @dataclass(frozen=True)
 class FunctionTool:
     """An OpenAI function tool: name, description and JSON Schema of its arguments."""
@@ -103,12 +122,15 @@ class ToolChoice:
     name: str | None = None
 
 
+_MODES = {mode: ToolChoice(mode=mode) for mode in ("auto", "none", "required")}
+
+
 def tool_choice(value: str | dict[str, Any] | None, provider: str) -> ToolChoice | None:
     """Read ``tool_choice`` (a mode string, or ``{"type": "function", "function": {name}}``)."""
     if value is None:
         return None
-    if value in ("auto", "none", "required"):
-        return ToolChoice(mode=value)  # type: ignore[arg-type]
+    if isinstance(value, str) and value in _MODES:
+        return _MODES[value]
     if isinstance(value, dict) and value.get("type") == "function":
         name = (value.get("function") or {}).get("name")
         if name:

@@ -15,6 +15,9 @@ __all__ = ["load_catalog", "parse_catalog"]
 
 SecretLookup = Callable[[str], str | None]
 
+_SECRET_FIELDS = ("api_key", "aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+_OPTIONAL_SECRETS = frozenset({"aws_session_token"})
+
 
 def load_catalog(path: Path | str, secrets: SecretLookup | None = None) -> Catalog:
     """Read and validate a catalog file; with ``secrets``, fill each deployment's credentials."""
@@ -72,12 +75,18 @@ def _describe(source: str, exc: ValidationError) -> str:
 
 
 def _fill_secrets(catalog: Catalog, source: str, secrets: SecretLookup) -> None:
+    """Each ``<field>_env`` names the environment variable that holds ``<field>``."""
     for name, dep in catalog.deployments.items():
-        if dep.api_key_env:
-            value = secrets(dep.api_key_env)
+        for field in _SECRET_FIELDS:
+            env_name = getattr(dep, f"{field}_env", None)
+            if not env_name:
+                continue
+            value = secrets(env_name)
             if value is None:
+                if field in _OPTIONAL_SECRETS:
+                    continue
                 raise ConfigError(
-                    f"{source}: deployments.{name}.api_key_env: environment variable "
-                    f"{dep.api_key_env} is not set"
+                    f"{source}: deployments.{name}.{field}_env: environment variable "
+                    f"{env_name} is not set"
                 )
-            dep.api_key = SecretStr(value)
+            setattr(dep, field, SecretStr(value))

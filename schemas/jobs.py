@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.keys import Tier
 
@@ -16,8 +17,10 @@ __all__ = [
     "TERMINAL_JOB_STATUSES",
     "TERMINAL_REQUEST_STATES",
     "ChunkMessage",
+    "JobOptions",
     "JobStatus",
     "JobView",
+    "RoutingOptions",
     "RequestState",
 ]
 
@@ -72,6 +75,51 @@ class ChunkMessage(BaseModel):
     tier: Tier
 
 
+_WINDOW = re.compile(r"^(\d{1,6})([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class RoutingOptions(BaseModel):
+    """Per-job routing choices: a strategy override and tags every deployment must carry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: str | None = None
+    require_tags: dict[str, str] = {}
+
+
+class JobOptions(BaseModel):
+    """What a submitter may set on a job besides its requests."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metadata: dict[str, Any] = {}
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    completion_window: str | None = None
+    routing: RoutingOptions | None = None
+
+    @field_validator("completion_window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None and not _WINDOW.match(value):
+            raise ValueError("completion_window must look like 90s, 30m, 24h or 7d")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http(s) URL")
+        return value
+
+    def window(self) -> timedelta | None:
+        """The completion window as a duration, if any."""
+        match = _WINDOW.match(self.completion_window or "")
+        if match is None:
+            return None
+        return timedelta(seconds=int(match.group(1)) * _UNIT_S[match.group(2)])
+
+
 class JobView(BaseModel):
     """What ``status`` shows: a job's state, counts, usage and cost so far."""
 
@@ -84,6 +132,9 @@ class JobView(BaseModel):
     completion_tokens: int
     cost: Decimal
     metadata: dict[str, Any]
+    webhook_url: str | None = None
+    completion_window: str | None = None
+    expires_at: datetime | None = None
     created_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.errors import NotFoundError
-from schemas.jobs import JobStatus, JobView, RequestState
+from schemas.jobs import JobOptions, JobStatus, JobView, RequestState
 from schemas.keys import Tier
 from storage.models import JOBS, REQUESTS
 from storage.requests import finalize_job
@@ -41,7 +41,7 @@ class NewJob:
 
     id: str
     tier: Tier
-    metadata: dict[str, Any] = field(default_factory=dict)
+    options: JobOptions = field(default_factory=JobOptions)
     input_name: str = ""
 
 
@@ -54,11 +54,16 @@ def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch
     then rolls back and nothing is left behind.
     """
     now = datetime.now(UTC)
+    opts = job.options
+    window = opts.window()
     with engine.begin() as conn:
         conn.execute(insert(_J).values(
             id=job.id, status=JobStatus.VALIDATING, tier=job.tier.value, total=0, succeeded=0,
             failed=0, cancelled=0, expired=0, prompt_tokens=0, completion_tokens=0, cost=0,
-            metadata=job.metadata, input_name=job.input_name, created_at=now,
+            metadata=opts.metadata, input_name=job.input_name, created_at=now,
+            webhook_url=opts.webhook_url, completion_window=opts.completion_window,
+            expires_at=None if window is None else now + window,
+            routing=None if opts.routing is None else opts.routing.model_dump(),
         ))
         total = 0
         pending: list[dict[str, Any]] = []
@@ -111,6 +116,8 @@ def get_job(engine: Engine, job_id: str) -> JobView:
         id=job.id, status=JobStatus(job.status), tier=Tier(job.tier), total=job.total,
         counts=counts, prompt_tokens=job.prompt_tokens,
         completion_tokens=job.completion_tokens, cost=job.cost, metadata=job.metadata or {},
+        webhook_url=job.webhook_url, completion_window=job.completion_window,
+        expires_at=_utc(job.expires_at),
         created_at=_utc(job.created_at), started_at=_utc(job.started_at),
         completed_at=_utc(job.completed_at),
     )

@@ -36,6 +36,10 @@ class JobRow(Base):
     cost: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     metadata_: Mapped[dict[str, object]] = mapped_column("metadata", JSON, default=dict)
     input_name: Mapped[str] = mapped_column(String(512), default="")
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    completion_window: Mapped[str | None] = mapped_column(String(16))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    routing: Mapped[dict[str, object] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -69,6 +73,7 @@ class RequestRow(Base):
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     latency_ms: Mapped[float | None] = mapped_column(Float)
+    route: Mapped[str | None] = mapped_column(Text, doc="JSON: deployments tried, fallbacks")
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (

@@ -129,7 +129,9 @@ def _parse(body: JSON, request: web.Request) -> ParsedRequest:
         if content.get("role", "user") == "user":
             prompt.last_user_text = text
     config = body.get("generationConfig")
-    max_tokens = optional_count(config, "maxOutputTokens", model) if isinstance(config, dict) else None
+    max_tokens = (
+        optional_count(config, "maxOutputTokens", model) if isinstance(config, dict) else None
+    )
     return ParsedRequest(model, prompt, max_tokens, _first_tool(body))
 
 

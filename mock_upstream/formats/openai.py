@@ -185,7 +185,9 @@ def _parse_embeddings(body: JSON, request: web.Request) -> ParsedRequest:
     raw = body.get("input")
     inputs = [raw] if isinstance(raw, str) else raw
     if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
-        raise invalid("'input' must be a non-empty string or array of strings.", model, param="input")
+        raise invalid(
+            "'input' must be a non-empty string or array of strings.", model, param="input"
+        )
     prompt = PromptCount(last_user_text=inputs[-1])
     for text in inputs:
         prompt.text(text)

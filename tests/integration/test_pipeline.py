@@ -50,7 +50,7 @@ def test_a_job_completes_with_every_result_once_and_exact_totals(stack: Stack) -
     assert final.cost == cost > 0
     assert final.metadata == {"team": "eval"}
     stats = httpx.get(f"{stack.mock_url}/_mock/stats").json()
-    assert stats["requests_total"] == 300
+    assert stats["total"] == 300
 
 
 def test_the_same_message_delivered_twice_yields_one_result_and_one_charge(stack: Stack) -> None:
@@ -65,7 +65,7 @@ def test_the_same_message_delivered_twice_yields_one_result_and_one_charge(stack
 
     final = stack.producer.wait(job.id, timeout=120)
     assert final.status is JobStatus.COMPLETED
-    wait_for(lambda: httpx.get(f"{stack.mock_url}/_mock/stats").json()["requests_total"] >= 40,
+    wait_for(lambda: httpx.get(f"{stack.mock_url}/_mock/stats").json()["total"] >= 40,
              30, "the upstream calls")
     prompt, _completion, cost, count = _request_totals(stack, job.id)
     assert count == 40 and final.counts[RequestState.SUCCEEDED] == 40

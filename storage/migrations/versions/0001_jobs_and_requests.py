@@ -33,6 +33,10 @@ def upgrade() -> None:
         sa.Column("cost", sa.BigInteger(), nullable=False),
         sa.Column("metadata", sa.JSON(), nullable=False),
         sa.Column("input_name", sa.String(length=512), nullable=False),
+        sa.Column("webhook_url", sa.String(length=2048), nullable=True),
+        sa.Column("completion_window", sa.String(length=16), nullable=True),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("routing", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
@@ -66,6 +70,7 @@ def upgrade() -> None:
         sa.Column("cached_tokens", sa.Integer(), nullable=False),
         sa.Column("cost", sa.BigInteger(), nullable=False),
         sa.Column("latency_ms", sa.Float(), nullable=True),
+        sa.Column("route", sa.Text(), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["job_id"],

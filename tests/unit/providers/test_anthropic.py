@@ -69,3 +69,9 @@ def test_malformed_data_url_is_a_bad_request() -> None:
     part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@not-base64@@"}}
     with pytest.raises(BadRequestError, match="base64"):
         _body({"messages": [{"role": "user", "content": [part]}]})
+
+
+def test_images_in_a_system_message_are_refused_not_dropped() -> None:
+    part = {"type": "image_url", "image_url": {"url": "https://example.com/logo.png"}}
+    with pytest.raises(BadRequestError, match="only text in system"):
+        _body({"messages": [{"role": "system", "content": [part]}, *HI]})

@@ -42,7 +42,7 @@ def test_errors_name_file_key_and_problem(text: str, message: str) -> None:
 
 
 def test_a_missing_secret_is_named() -> None:
-    with pytest.raises(ConfigError, match="environment variable KEY is not set"):
+    with pytest.raises(ConfigError, match="api_key_env: environment variable KEY is not set"):
         parse_catalog(GOOD, "c.yaml", secrets={}.get)
 
 
