@@ -27,7 +27,7 @@ def worker(settings: Settings, tiers: str, max_in_flight: int | None, feeders: i
     run more processes or hosts to scale out. SIGTERM stops taking work, lets calls
     finish for BATCHYARD_WORKER__SHUTDOWN_GRACE_S seconds, and hands back the rest.
     """
-    from storage import make_engine, upgrade
+    from storage import ensure_schema, make_engine
     from workers import worker_app
 
     chosen = _parse_tiers(tiers)
@@ -37,7 +37,7 @@ def worker(settings: Settings, tiers: str, max_in_flight: int | None, feeders: i
     if feeders:
         updates["feeders"] = feeders
     settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=updates)})
-    upgrade(make_engine(settings.database_url))
+    ensure_schema(make_engine(settings.database_url))
     app = worker_app(settings)
     queues = ",".join(queue_name(t) for t in TIER_ORDER if t in chosen)
     argv = ["worker", "--pool=threads", f"--concurrency={settings.worker.feeders}",

@@ -27,7 +27,7 @@ from schemas.settings import Settings
 
 __all__ = ["demo"]
 
-console = Console()
+console = Console(width=110) if not Console().is_terminal else Console()
 WORKER_STOP_S = 30.0
 
 CATALOG = """\
@@ -147,7 +147,7 @@ def _submit_and_follow(run: Settings, n: int, worker: subprocess.Popen[bytes]) -
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
-        tasks = [bar.add_task(f"{j.tier.value:>5} {j.id}", total=j.total, detail="")
+        tasks = [bar.add_task(f"{j.tier.value:>5} job", total=j.total, detail="")
                  for j in jobs]
         while not all(j.done for j in jobs):
             if worker.poll() is not None:

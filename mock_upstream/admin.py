@@ -18,7 +18,10 @@ async def _stats(request: web.Request) -> web.Response:
     try:
         window = float(request.query.get("window", RATE_WINDOW_SECONDS))
     except ValueError:
-        return web.json_response({"error": "window must be a number of seconds"}, status=400)
+        window = 0.0
+    if not window > 0:
+        error = {"error": "window must be a positive number of seconds"}
+        return web.json_response(error, status=400)
     arrivals = request.query.get("arrivals", "").lower() in ("1", "true", "yes")
     return web.json_response(request.app[STATE].stats.snapshot(window=window, arrivals=arrivals))
 

@@ -21,6 +21,8 @@ MAX_ARRIVALS = 200_000
 
 def max_in_window(arrivals: Iterable[float], window: float = RATE_WINDOW_SECONDS) -> int:
     """The most arrivals in any half-open ``window`` seconds, for time-ordered ``arrivals``."""
+    if window <= 0:
+        raise ValueError(f"window must be positive, got {window}")
     times = list(arrivals)
     best = start = 0
     for end, arrived in enumerate(times):

@@ -24,6 +24,7 @@ from storage import (
     NewJob,
     cancel_job,
     create_job,
+    ensure_schema,
     get_job,
     iter_results,
     make_engine,
@@ -45,6 +46,7 @@ class Producer:
                  catalog: Catalog | None = None) -> None:
         self.settings = settings
         self.engine = engine or make_engine(settings.database_url)
+        ensure_schema(self.engine)
         self.catalog = catalog or load_catalog(settings.config)
         self.publisher = Publisher(settings.redis_url)
 

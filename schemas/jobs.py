@@ -20,8 +20,8 @@ __all__ = [
     "JobOptions",
     "JobStatus",
     "JobView",
-    "RoutingOptions",
     "RequestState",
+    "RoutingOptions",
 ]
 
 

@@ -12,7 +12,7 @@ from storage.jobs import (
     iter_results,
     mark_dispatched,
 )
-from storage.migrate import upgrade
+from storage.migrate import ensure_schema, upgrade
 from storage.requests import claim, finalize_job, record
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "cancel_job",
     "claim",
     "create_job",
+    "ensure_schema",
     "finalize_job",
     "get_job",
     "iter_results",

@@ -39,7 +39,7 @@ class JobRow(Base):
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     completion_window: Mapped[str | None] = mapped_column(String(16))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    routing: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    routing: Mapped[dict[str, object] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
