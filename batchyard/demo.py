@@ -94,7 +94,7 @@ def demo(settings: Settings, n: int, latency_ms: float, error_rate: float, workd
         console.print(f"[bold]upstream[/] mock upstream at {mock.url}")
         catalog = workdir / "catalog.yaml"
         catalog.write_text(CATALOG.format(url=mock.url, second_provider="anthropic",
-                                          second_url=mock.url))
+                                          second_url=f"{mock.url}/v1"))
         run = settings.model_copy(update={"database_url": f"sqlite:///{db_path}",
                                           "redis_url": redis_url, "config": catalog})
         console.print(f"[bold]database[/] {run.database_url}")

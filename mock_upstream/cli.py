@@ -16,8 +16,8 @@ Paths (POST):
   /v1/chat/completions, /chat/completions        OpenAI (Authorization: Bearer ...)
   /v1/embeddings                                 OpenAI embeddings
   /openai/deployments/{deployment}/chat/completions?api-version=...   Azure (api-key)
-  /v1/messages                                   Anthropic (x-api-key, anthropic-version)
-  /v1beta/models/{model}:generateContent         Gemini (x-goog-api-key or ?key=)
+  /v1/messages, /messages                        Anthropic (x-api-key, anthropic-version)
+  /v1beta/models/{model}:generateContent         Gemini (x-goog-api-key or ?key=; also /v1/)
   /model/{modelId}/converse                      Bedrock (Authorization: AWS4-HMAC-SHA256 ...)
 Control: GET /_mock/stats, POST /_mock/reset, GET|POST /_mock/config, GET /_mock/health
 

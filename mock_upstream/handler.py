@@ -43,11 +43,14 @@ def llm_handler(fmt: WireFormat) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
         state.stats.enter()
-        outcome = "cancelled"
+        outcome = "error"
         try:
             response = await _respond(state, fmt, request)
             outcome = "reset" if response is None else str(response.status)
             return response if response is not None else web.Response(status=_RESET_STATUS)
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the client went away (handler cancellation is on)
+            raise
         finally:
             state.stats.leave(outcome)
 

@@ -69,7 +69,7 @@ class Stats:
         self.all_arrivals.append(now)
 
     def leave(self, outcome: str) -> None:
-        """A call ended: its HTTP status, or "reset" / "cancelled"."""
+        """A call ended: its HTTP status, or "reset", "cancelled" (client gone) or "error"."""
         self.in_flight -= 1
         self.by_status[outcome] += 1
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from kombu.exceptions import KombuError
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from producers.parse import InputReader, Source
@@ -32,6 +35,8 @@ from storage import (
 )
 
 __all__ = ["Producer", "new_job_id"]
+
+log = logging.getLogger(__name__)
 
 
 def new_job_id() -> str:
@@ -79,7 +84,14 @@ class Producer:
         job = NewJob(id=job_id, tier=tier, options=opts, input_name=name)
         total = create_job(self.engine, job, reader.rows(source), batch=conf.insert_batch,
                            check=reader.check)
-        self.publisher.publish(job_id, tier, range(total), conf.chunk_sizes[tier])
+        try:
+            self.publisher.publish(job_id, tier, range(total), conf.chunk_sizes[tier])
+        except (KombuError, RedisError, OSError) as exc:
+            # The job is stored (the database is the truth): the reconciler publishes jobs
+            # left undispatched once the broker answers again. Nothing is lost; it waits.
+            log.warning("job %s is stored but the broker did not take it (%s); it will be "
+                        "queued by the reconciler once the broker answers", job_id, exc)
+            return get_job(self.engine, job_id)
         mark_dispatched(self.engine, job_id)
         return get_job(self.engine, job_id)
 

@@ -59,20 +59,26 @@ def test_a_taken_port_raises() -> None:
 
 
 def test_module_entry_point_announces_its_url() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mock_upstream", "--port", "0", "--error-rate", "1", "--seed", "1"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        assert line.startswith("mock upstream listening on http://127.0.0.1:")
-        url = line.rsplit(" ", 1)[1]
-        with httpx.Client(base_url=url) as client:
-            assert OPENAI.post(client, "hi").status_code == 500
-            assert client.get("/_mock/config").json()["seed"] == 1
-    finally:
-        process.terminate()
+    command = [
+        sys.executable,
+        "-m",
+        "mock_upstream",
+        "--port",
+        "0",
+        "--error-rate",
+        "1",
+        "--seed",
+        "1",
+    ]
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline().strip()
+            assert line.startswith("mock upstream listening on http://127.0.0.1:")
+            url = line.rsplit(" ", 1)[1]
+            with httpx.Client(base_url=url) as client:
+                assert OPENAI.post(client, "hi").status_code == 500
+                assert client.get("/_mock/config").json()["seed"] == 1
+        finally:
+            process.terminate()
         assert process.wait(timeout=10) == 0
