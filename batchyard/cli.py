@@ -49,11 +49,15 @@ def cli(ctx: click.Context, config: Path | None) -> None:
               help="Priority tier: realtime, high, standard or bulk.")
 @click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE",
               help="Metadata to attach to the job (repeatable).")
+@click.option("--webhook-url", metavar="URL",
+              help="POST signed job.completed/failed/cancelled/expired events here.")
+@click.option("--completion-window", metavar="DURATION",
+              help="Deadline such as 90s, 30m, 24h: what has not run by then ends expired.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to end, with progress.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.pass_context
-def submit(ctx: click.Context, source: Path, tier: str, meta: tuple[str, ...], wait_: bool,
-           as_json: bool) -> None:
+def submit(ctx: click.Context, /, source: Path, tier: str, meta: tuple[str, ...], wait_: bool,
+           as_json: bool, **job_options: str | None) -> None:
     """Submit SOURCE, an OpenAI Batch JSONL file; prints the job id.
 
     The whole file is validated first: on any bad line nothing is stored, and every
@@ -61,7 +65,8 @@ def submit(ctx: click.Context, source: Path, tier: str, meta: tuple[str, ...], w
     """
     metadata = dict(_key_value(item) for item in meta)
     producer = _producer(ctx)
-    job = producer.submit(source, tier=tier, metadata=metadata)
+    options = {k: v for k, v in job_options.items() if v is not None}  # webhook, window
+    job = producer.submit(source, tier=tier, metadata=metadata, **options)
     if wait_:
         job = producer.wait(job.id, progress=True)
     _show(job, as_json)
@@ -106,13 +111,16 @@ def wait(ctx: click.Context, job_id: str, timeout: float | None, quiet: bool,
               help="With --output: write error lines here instead of with the results.")
 @click.option("--order", type=click.Choice(["input", "completion"]), default="input",
               show_default=True, help="Input line order, or the order requests finished.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
+              show_default=True, help="OpenAI Batch output JSONL, or CSV for spreadsheets.")
 @click.pass_context
 def results(ctx: click.Context, job_id: str, output: Path | None, errors_path: Path | None,
-            order: str) -> None:
-    """Export a job's results as OpenAI Batch output JSONL, streamed from the database."""
+            order: str, fmt: str) -> None:
+    """Export a job's results as OpenAI Batch output JSONL (or CSV), streamed from the
+    database page by page."""
     from batchyard.export import export_results
 
-    counts = export_results(_producer(ctx), job_id, output, errors_path, order)
+    counts = export_results(_producer(ctx), job_id, output, errors_path, order, fmt)
     if output is not None:
         console.print(f"wrote {counts[0]} result lines to {output}"
                       + (f" and {counts[1]} error lines to {errors_path}" if errors_path else ""))

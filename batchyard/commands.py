@@ -99,8 +99,10 @@ def flower(settings: Settings, port: int, address: str, flower_args: tuple[str, 
 def register(cli: click.Group) -> None:
     """Attach the operator commands to the CLI group."""
     from batchyard.demo import demo
+    from batchyard.webhooks_cli import webhooks
 
     cli.add_command(worker)
+    cli.add_command(webhooks)
     cli.add_command(db)
     cli.add_command(flower)
     cli.add_command(demo)

@@ -16,7 +16,7 @@ def job_table(job: JobView) -> Table:
     table.add_column("value")
     table.add_row("status", job.status.value)
     table.add_row("tier", job.tier.value)
-    table.add_row("progress", f"{job.finished}/{job.total}")
+    table.add_row("progress", f"{job.finished}/{job.total} ({job.progress:.0%})")
     for state in RequestState:
         if job.counts.get(state):
             table.add_row(f"  {state.value}", str(job.counts[state]))
@@ -25,8 +25,24 @@ def job_table(job: JobView) -> Table:
     table.add_row("created", job.created_at.isoformat(timespec="seconds"))
     if job.started_at:
         table.add_row("started", job.started_at.isoformat(timespec="seconds"))
+    if job.finalizing_at:
+        table.add_row("finalizing", job.finalizing_at.isoformat(timespec="seconds"))
     if job.completed_at:
         table.add_row("completed", job.completed_at.isoformat(timespec="seconds"))
+    if job.eta_seconds is not None:
+        table.add_row("eta", _duration(job.eta_seconds))
+    if job.expires_at and not job.done:
+        table.add_row("expires", job.expires_at.isoformat(timespec="seconds"))
     if job.metadata:
         table.add_row("metadata", ", ".join(f"{k}={v}" for k, v in job.metadata.items()))
     return table
+
+
+def _duration(seconds: float) -> str:
+    """1h02m, 3m05s or 12s."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

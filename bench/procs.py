@@ -17,7 +17,16 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ROOT", "MockProcess", "WorkerProcess", "peak_rss_mb", "tree_peak_rss_mb"]
+__all__ = [
+    "ROOT",
+    "CpuMeter",
+    "MockProcess",
+    "WorkerProcess",
+    "cpu_seconds",
+    "machine_busy_seconds",
+    "peak_rss_mb",
+    "tree_peak_rss_mb",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0
@@ -98,12 +107,12 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "batchyard", "worker", "--loglevel", "WARNING", *args],
+            [sys.executable, "-m", "batchyard", "worker", "--loglevel", "INFO", *args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Wait for Celery's ``ready.`` line (logged at WARNING by celery.apps.worker)."""
+        """Wait for Celery's ``ready.`` line (logged at INFO by celery.apps.worker)."""
         deadline = time.monotonic() + timeout
         while b"ready." not in self.log_path.read_bytes():
             if self.proc.poll() is not None:
@@ -124,3 +133,45 @@ class WorkerProcess:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self._log.close()
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants so far (0 when gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / _TICKS
+    return own + sum(cpu_seconds(child) for child in _children(pid))
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores."""
+    parts = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = parts[3] + parts[4]
+    return (sum(parts) - idle) / _TICKS, sum(parts) / _TICKS
+
+
+class CpuMeter:
+    """CPU used by named processes over a stretch of time, and by everything else on the box.
+
+    ``other`` is the machine's busy time minus the named processes: the database, Redis, and
+    whatever else runs on the machine (other people's tests included).
+    """
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self._machine = machine_busy_seconds()
+        self._wall = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        """Cores used on average by each name (1.0 = one core busy all along)."""
+        wall = time.monotonic() - self._wall
+        used = {name: cpu_seconds(pid) - self._start[name] for name, pid in self._pids.items()}
+        busy = machine_busy_seconds()[0] - self._machine[0]
+        used["other"] = max(0.0, busy - sum(used.values()))
+        return {name: round(sec / wall, 2) for name, sec in used.items()} if wall else {}

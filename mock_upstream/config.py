@@ -1,8 +1,8 @@
 """The mock upstream's knobs: latency, fault rates and the rate limit, changeable at runtime.
 
 Every rate is a share of requests in ``[0, 1]``. Faults are drawn once per request, in the order
-timeout, reset, error (500), overload, malformed, error body; their rates add up (past 1 the
-later ones never fire). A ``[[mock:...]]`` directive in the request replaces the draw.
+timeout, reset, error (500), overload, malformed, error body, throttle (429); their rates add up
+(past 1 the later ones never fire). A ``[[mock:...]]`` directive in the request replaces the draw.
 """
 
 from __future__ import annotations
@@ -46,11 +46,14 @@ class MockConfig(BaseModel):
     """Share of 200s whose JSON body is cut in half."""
     error_body_rate: float = _Rate
     """Share of 200s whose body is the provider's error object."""
+    throttle_rate: float = _Rate
+    """Share of 429s with ``Retry-After: 1``, drawn at random (unlike ``rate_limit_rpm``)."""
     seed: int | None = None
     """Seed of the fault and jitter draws, for reproducible runs."""
 
-    def fault_rates(self) -> tuple[float, float, float, float, float, float]:
-        """The fault rates in draw order: timeout, reset, error, overload, malformed, error body."""
+    def fault_rates(self) -> tuple[float, ...]:
+        """The fault rates in draw order: timeout, reset, error, overload, malformed, error body,
+        throttle."""
         return (
             self.timeout_rate,
             self.reset_rate,
@@ -58,4 +61,5 @@ class MockConfig(BaseModel):
             self.overload_rate,
             self.malformed_rate,
             self.error_body_rate,
+            self.throttle_rate,
         )

@@ -16,6 +16,7 @@ _FAULTS = (
     Directive(overloaded=True),
     Directive(malformed=True),
     Directive(error_body=True),
+    Directive(status=429),
 )
 """One per rate of ``MockConfig.fault_rates()``, in the same order."""
 

@@ -19,6 +19,7 @@ from producers.publisher import Publisher
 from routing.catalog import load_catalog
 from schemas.batch import BatchOutputLine
 from schemas.catalog import Catalog
+from schemas.destinations import DestinationRefused, check_destination
 from schemas.errors import InputError, InputProblem
 from schemas.jobs import JobOptions, JobView
 from schemas.keys import Tier
@@ -76,6 +77,11 @@ class Producer:
         except ValidationError as exc:
             raise InputError([InputProblem(0, f"job options: {e['loc'][0]}: {e['msg']}")
                               for e in exc.errors()]) from None
+        if opts.webhook_url is not None:  # the SSRF guard; the worker checks again
+            try:
+                check_destination(opts.webhook_url, self.settings.webhooks.allow)
+            except DestinationRefused as exc:
+                raise InputError([InputProblem(0, f"job options: webhook_url: {exc}")]) from None
         conf = self.settings.producer
         reader = InputReader(set(self.catalog.public_names()), default_model=model,
                              max_line_bytes=conf.max_line_bytes, max_problems=conf.max_problems)

@@ -9,27 +9,83 @@ deployments:
     api_key_env: MOCK_API_KEY        # credentials by environment variable name, never inline
     weight: 1
     pricing: {input: "0.15", output: "0.60", cached_input: "0.075"}   # USD per 1M tokens
+    rpm: 500                         # requests per limit_window_s (60: per minute), all workers
+    tpm: 200000                      # tokens (prompt + completion) per limit_window_s
+    max_concurrency: 50              # calls in flight at once, all workers
+    context_window: 128000           # tokens; a longer prompt goes to a fallback model
+    tags: {region: eu, data: no-retention}
 models:
   gpt-4o-mini:
     aliases: [mini]
     deployments: [mock-a]
+    strategy: weighted               # weighted | least_in_flight | lowest_latency | lowest_cost
+                                     # | ordered
+    fallbacks: [gpt-4o]              # model groups tried, in order, when this one cannot serve
+routing:                             # optional: how every model group behaves
+  when_unavailable: wait             # every eligible deployment cooling down: wait | fail
+  breaker: {consecutive_failures: 5, failure_rate: 0.5, min_calls: 20, window_s: 30,
+            cooldown_s: 15}
 ```
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    model_validator,
+)
 
-__all__ = ["Catalog", "Deployment", "ModelGroup", "Pricing"]
+__all__ = [
+    "BreakerPolicy",
+    "Catalog",
+    "Deployment",
+    "ModelGroup",
+    "Pricing",
+    "RoutingPolicy",
+    "Strategy",
+]
 
 _Price = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)]
+_Count = Annotated[int, Field(ge=1)]
+
+
+def _tag_value(value: object) -> object:
+    """YAML reads ``gdpr: true`` or ``tier: 1`` as non-strings; tags compare as text."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+_TagValue = Annotated[str, BeforeValidator(_tag_value)]
 
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Strategy(StrEnum):
+    """How a model group orders its deployments for a request."""
+
+    WEIGHTED = "weighted"
+    """A weighted shuffle: traffic in proportion to ``weight``."""
+    LEAST_IN_FLIGHT = "least_in_flight"
+    """The deployment with the fewest calls in flight over all workers."""
+    LOWEST_LATENCY = "lowest_latency"
+    """The lowest moving average (EWMA) of observed latency; untried ones first."""
+    LOWEST_COST = "lowest_cost"
+    """The cheapest prices first."""
+    ORDERED = "ordered"
+    """The group's list order: the first with capacity and health wins."""
 
 
 class Pricing(_Spec):
@@ -64,13 +120,63 @@ class Deployment(_Spec):
     aws_access_key_id: SecretStr | None = Field(default=None, exclude=True, repr=False)
     aws_secret_access_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
     aws_session_token: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    rpm: _Count | None = None  # requests admitted per limit_window_s, over every worker
+    tpm: _Count | None = None  # prompt + completion tokens per limit_window_s
+    max_concurrency: _Count | None = None  # calls in flight at once, over every worker
+    limit_window_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    context_window: _Count | None = None  # prompt + requested output tokens it accepts
+    tags: dict[str, _TagValue] = {}  # e.g. {region: eu}; jobs may require tags
+
+    @property
+    def limited(self) -> bool:
+        """Whether admissions must be remembered for a window (an rpm or tpm limit)."""
+        return self.rpm is not None or self.tpm is not None
+
+    def has_tags(self, required: dict[str, str]) -> bool:
+        """Whether every required tag is on this deployment with the same value."""
+        return all(self.tags.get(key) == value for key, value in required.items())
 
 
 class ModelGroup(_Spec):
-    """A public model name, its aliases and the deployments that serve it."""
+    """A public model name, its aliases, the deployments that serve it, and how to choose."""
 
     aliases: list[str] = []
     deployments: list[str] = Field(min_length=1)
+    strategy: Strategy = Strategy.WEIGHTED
+    fallbacks: list[str] = []
+
+
+class BreakerPolicy(_Spec):
+    """When a deployment's circuit breaker opens, and for how long.
+
+    It opens on ``consecutive_failures`` deployment-health failures in a row (5xx, timeouts,
+    connection errors), or when at least ``min_calls`` calls in a ``window_s`` window failed
+    at ``failure_rate`` or more. After ``cooldown_s`` one probe call goes through: its success
+    closes the breaker, its failure opens it again.
+    """
+
+    consecutive_failures: _Count = 5
+    failure_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    min_calls: _Count = 20
+    window_s: Annotated[float, Field(gt=0)] = 30.0
+    cooldown_s: Annotated[float, Field(gt=0)] = 15.0
+
+
+class RoutingPolicy(_Spec):
+    """Catalog-wide routing behaviour (every field has a default)."""
+
+    when_unavailable: Literal["wait", "fail"] = "wait"
+    """Every eligible deployment cooling down: wait for one (without holding a worker slot),
+    or fail the request at once with the reason."""
+    breaker: BreakerPolicy = BreakerPolicy()
+    failovers: Annotated[int, Field(ge=0, le=10)] = 2
+    """Other deployments tried within one attempt after a deployment-health error."""
+    default_completion_tokens: _Count = 256
+    """Tokens reserved against a tpm limit for the answer when a request names no limit."""
+    latency_alpha: Annotated[float, Field(gt=0, le=1)] = 0.2
+    """Weight of the newest call in the latency moving average."""
+    throttle_cooldown_s: Annotated[float, Field(gt=0)] = 5.0
+    """How long a deployment that answered 429 without Retry-After is left alone."""
 
 
 class Catalog(_Spec):
@@ -78,6 +184,7 @@ class Catalog(_Spec):
 
     deployments: dict[str, Deployment]
     models: dict[str, ModelGroup] = Field(min_length=1)
+    routing: RoutingPolicy = RoutingPolicy()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Catalog:
@@ -87,7 +194,15 @@ class Catalog(_Spec):
         for model, group in self.models.items():
             for dep_name in group.deployments:
                 if dep_name not in self.deployments:
-                    raise ValueError(f"model {model!r} names unknown deployment {dep_name!r}")
+                    raise ValueError(
+                        f"models.{model}.deployments: unknown deployment {dep_name!r}")
+            for target in group.fallbacks:
+                if target not in self.models:
+                    raise ValueError(f"models.{model}.fallbacks: unknown model {target!r} "
+                                     "(fallbacks name model groups, not aliases)")
+                if target == model:
+                    raise ValueError(f"models.{model}.fallbacks: a model cannot fall back "
+                                     "to itself")
             for alias in [model, *group.aliases]:
                 if alias in seen and seen[alias] != model:
                     raise ValueError(
@@ -102,3 +217,7 @@ class Catalog(_Spec):
             names[model] = model
             names.update({alias: model for alias in group.aliases})
         return names
+
+    def members(self, model: str) -> list[Deployment]:
+        """A model group's deployments, in the group's order."""
+        return [self.deployments[name] for name in self.models[model].deployments]

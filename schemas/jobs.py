@@ -26,7 +26,12 @@ __all__ = [
 
 
 class JobStatus(StrEnum):
-    """A job's status, in the OpenAI Batch API vocabulary."""
+    """A job's status, in the OpenAI Batch API vocabulary.
+
+    validating → in_progress → completed | failed (every request failed); in_progress →
+    cancelling → cancelled; in_progress → finalizing (its completion window ran out: no new
+    request starts, running ones finish) → expired.
+    """
 
     VALIDATING = "validating"
     IN_PROGRESS = "in_progress"
@@ -41,7 +46,8 @@ class JobStatus(StrEnum):
 TERMINAL_JOB_STATUSES = frozenset(
     {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELLED}
 )
-ACTIVE_JOB_STATUSES = frozenset({JobStatus.IN_PROGRESS, JobStatus.CANCELLING})
+ACTIVE_JOB_STATUSES = frozenset({JobStatus.IN_PROGRESS, JobStatus.CANCELLING, JobStatus.FINALIZING})
+"""Not ended: requests may still run and be counted (the job ends via ``finalize_job``)."""
 
 
 class RequestState(StrEnum):
@@ -137,12 +143,20 @@ class JobView(BaseModel):
     expires_at: datetime | None = None
     created_at: datetime
     started_at: datetime | None = None
+    finalizing_at: datetime | None = None
     completed_at: datetime | None = None
+    eta_seconds: float | None = Field(
+        default=None, description="time to finish at the rate observed since the job started")
 
     @property
     def finished(self) -> int:
         """Requests in a terminal state."""
         return sum(self.counts.get(s, 0) for s in TERMINAL_REQUEST_STATES)
+
+    @property
+    def progress(self) -> float:
+        """The share of requests finished, 0..1."""
+        return self.finished / self.total if self.total else 1.0
 
     @property
     def done(self) -> bool:

@@ -13,9 +13,11 @@ __all__ = [
     "EPOCH_KEY",
     "KEY_PREFIX",
     "RECONCILER_LOCK_KEY",
+    "ROUTE_KINDS",
     "TIER_ORDER",
     "Tier",
     "queue_name",
+    "route_key",
 ]
 
 KEY_PREFIX = "batchyard"
@@ -34,6 +36,19 @@ class Tier(StrEnum):
 
 
 TIER_ORDER: tuple[Tier, ...] = (Tier.REALTIME, Tier.HIGH, Tier.STANDARD, Tier.BULK)
+
+
+ROUTE_KINDS = ("window", "tokens", "health", "slots")
+"""Shared routing state per deployment: ``window`` (a sorted set of admitted calls),
+``tokens`` (their token sum), ``health`` (a hash: breaker, cooldown, latency average) and
+``slots`` (the next start time handed to a request that waits for capacity)."""
+
+
+def route_key(deployment: str, kind: str) -> str:
+    """The Redis key of one part of a deployment's shared routing state (``ROUTE_KINDS``)."""
+    if kind not in ROUTE_KINDS:
+        raise ValueError(f"unknown routing state {kind!r}")
+    return f"{KEY_PREFIX}:route:{deployment}:{kind}"
 
 
 def queue_name(tier: Tier | str) -> str:

@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from schemas.chat import Usage
+from schemas.jobs import RoutingOptions
 
 __all__ = ["Claimed", "Outcome", "OutcomeKind"]
 
@@ -30,6 +31,10 @@ class Claimed(BaseModel):
     body: str
     attempts: int
     claim: str
+    route: str | None = None
+    """The route so far (JSON, see ``routing.trail``): earlier attempts' calls and waits."""
+    routing: RoutingOptions | None = None
+    """The job's routing options: a strategy override and required deployment tags."""
 
 
 class Outcome(BaseModel):
@@ -52,3 +57,8 @@ class Outcome(BaseModel):
     error_code: str | None = None
     error_message: str | None = None
     not_before: float | None = None
+    route: str | None = None
+    """JSON: every call of every attempt (deployment, status, error), waits, fallback path."""
+    throttled: bool = False
+    """A deferral caused by our own limits or cooldowns, not by a failed call: the attempt it
+    claimed is given back, so waiting for capacity never uses up ``max_attempts``."""

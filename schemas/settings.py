@@ -14,6 +14,7 @@ from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.keys import Tier
+from schemas.webhooks import WebhookSettings
 
 __all__ = [
     "DEFAULT_CATALOG",
@@ -22,6 +23,7 @@ __all__ = [
     "ProducerSettings",
     "Settings",
     "UpstreamSettings",
+    "WebhookSettings",
     "WorkerSettings",
     "read_secret",
 ]
@@ -43,6 +45,10 @@ class WorkerSettings(BaseModel):
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
     lease_s: float = Field(default=300.0, gt=0, description="a claimed request's lease")
+    visibility_timeout_s: float = Field(
+        default=300.0, gt=0,
+        description="a chunk taken but not acknowledged (its worker died) is redelivered after",
+    )
     reconcile_interval_s: float = Field(default=2.0, gt=0)
     dispatch_grace_s: float = Field(default=30.0, gt=0, description="unpublished job age to repair")
     write_batch: int = Field(default=256, ge=1)
@@ -86,6 +92,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     producer: ProducerSettings = ProducerSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
 
 def read_secret(env_name: str) -> str | None:

@@ -1,4 +1,11 @@
-"""Jobs in SQL: create one atomically, read its view, cancel it, page through its results."""
+"""Jobs in SQL: create one atomically, read its view, cancel or expire it, page its results.
+
+Stopping a job (cancel, or its completion window running out) ends its waiting requests at
+once (``batch_cancelled`` / ``batch_expired``) and lets the running ones finish and count;
+``finalize_job`` then ends the job when the last of them is recorded. The reconciler calls
+``settle_stopping`` every pass to catch what raced the stop: a retry scheduled by a call that
+was running when the job stopped, or a lease that lapsed because its worker died.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.errors import NotFoundError
-from schemas.jobs import JobOptions, JobStatus, JobView, RequestState
+from schemas.jobs import TERMINAL_JOB_STATUSES, JobOptions, JobStatus, JobView, RequestState
 from schemas.keys import Tier
 from storage.models import JOBS, REQUESTS
 from storage.requests import finalize_job
@@ -22,14 +29,22 @@ __all__ = [
     "NewRequest",
     "cancel_job",
     "create_job",
+    "expire_jobs",
     "get_job",
     "iter_results",
     "mark_dispatched",
+    "settle_stopping",
 ]
 
 _T = REQUESTS
 _J = JOBS
 _LIVE = [RequestState.QUEUED.value, RequestState.DEFERRED.value, RequestState.RUNNING.value]
+_WAITING = [RequestState.QUEUED.value, RequestState.DEFERRED.value]
+_STOPPED = {
+    RequestState.CANCELLED: ("batch_cancelled", "the job was cancelled before this request ran"),
+    RequestState.EXPIRED: ("batch_expired",
+                           "the job's completion window ended before this request ran"),
+}
 
 NewRequest = tuple[str, str, str]
 """(custom_id, model, body JSON) of one request to insert."""
@@ -119,8 +134,20 @@ def get_job(engine: Engine, job_id: str) -> JobView:
         webhook_url=job.webhook_url, completion_window=job.completion_window,
         expires_at=_utc(job.expires_at),
         created_at=_utc(job.created_at), started_at=_utc(job.started_at),
-        completed_at=_utc(job.completed_at),
+        finalizing_at=_utc(job.finalizing_at), completed_at=_utc(job.completed_at),
+        eta_seconds=_eta(job, datetime.now(UTC)),
     )
+
+
+def _eta(job: Any, now: datetime) -> float | None:
+    """Seconds to finish the rest at the rate requests ran since the job started."""
+    started = _utc(job.started_at)
+    processed = job.succeeded + job.failed
+    left = job.total - processed - job.cancelled - job.expired
+    if JobStatus(job.status) in TERMINAL_JOB_STATUSES or started is None or processed == 0:
+        return None
+    elapsed = max((now - started).total_seconds(), 0.0)
+    return round(float(max(left, 0) * elapsed / processed), 1)
 
 
 def cancel_job(engine: Engine, job_id: str) -> None:
@@ -129,22 +156,72 @@ def cancel_job(engine: Engine, job_id: str) -> None:
     with engine.begin() as conn:
         moved = conn.execute(
             update(_J).where(_J.c.id == job_id, _J.c.status == JobStatus.IN_PROGRESS)
-            .values(status=JobStatus.CANCELLING).returning(_J.c.id)
+            .values(status=JobStatus.CANCELLING, finalizing_at=now).returning(_J.c.id)
         ).first()
         if moved is None:
             if conn.execute(select(_J.c.id).where(_J.c.id == job_id)).first() is None:
                 raise NotFoundError(f"no job {job_id!r}")
-            return  # already finished or cancelling: nothing more to do
-        n = conn.execute(
-            update(_T).where(_T.c.job_id == job_id, _T.c.state.in_(
-                [RequestState.QUEUED.value, RequestState.DEFERRED.value]))
-            .values(state=RequestState.CANCELLED, error_code="batch_cancelled",
-                    error_message="the job was cancelled before this request ran",
-                    claim=None, not_before=None, finished_at=now)
-        ).rowcount
-        conn.execute(update(_J).where(_J.c.id == job_id)
-                     .values(cancelled=_J.c.cancelled + n))
+            return  # already finished or stopping: nothing more to do
+        _end_waiting(conn, job_id, RequestState.CANCELLED, now)
         finalize_job(conn, job_id, now)
+
+
+def expire_jobs(engine: Engine, now: datetime, limit: int = 100) -> int:
+    """Jobs past their completion window stop: waiting requests end ``expired``, running ones
+    finish, and the job ends ``expired`` after them. The number of requests expired."""
+    with engine.connect() as conn:
+        due = list(conn.execute(
+            select(_J.c.id).where(_J.c.status == JobStatus.IN_PROGRESS, _J.c.expires_at <= now)
+            .order_by(_J.c.expires_at).limit(limit)).scalars())
+    expired = 0
+    for job_id in due:
+        with engine.begin() as conn:
+            moved = conn.execute(
+                update(_J).where(_J.c.id == job_id, _J.c.status == JobStatus.IN_PROGRESS)
+                .values(status=JobStatus.FINALIZING, finalizing_at=now).returning(_J.c.id)
+            ).first()
+            if moved is not None:
+                expired += _end_waiting(conn, job_id, RequestState.EXPIRED, now)
+                finalize_job(conn, job_id, now)
+    return expired
+
+
+def settle_stopping(engine: Engine, now: datetime, limit: int = 1000) -> int:
+    """End what raced a stop in cancelling and expiring jobs, and finish those jobs when
+    nothing runs any more; the number of requests ended."""
+    with engine.connect() as conn:
+        jobs = conn.execute(
+            select(_J.c.id, _J.c.status)
+            .where(_J.c.status.in_([JobStatus.CANCELLING, JobStatus.FINALIZING]))
+            .order_by(_J.c.id).limit(limit)).all()
+    ended = 0
+    for job_id, status in jobs:
+        state = (RequestState.CANCELLED if status == JobStatus.CANCELLING
+                 else RequestState.EXPIRED)
+        with engine.begin() as conn:
+            ended += _end_waiting(conn, job_id, state, now, lapsed_before=now.timestamp())
+            finalize_job(conn, job_id, now)
+    return ended
+
+
+def _end_waiting(conn: Connection, job_id: str, state: RequestState, now: datetime, *,
+                 lapsed_before: float | None = None) -> int:
+    """End a stopped job's waiting requests (and, given ``lapsed_before``, running ones whose
+    lease ran out) in ``state``, counted into the job; how many."""
+    which: Any = _T.c.state.in_(_WAITING)
+    if lapsed_before is not None:
+        which = which | ((_T.c.state == RequestState.RUNNING)
+                         & (_T.c.lease_until < lapsed_before))
+    code, message = _STOPPED[state]
+    n = conn.execute(
+        update(_T).where(_T.c.job_id == job_id, which)
+        .values(state=state.value, error_code=code, error_message=message, claim=None,
+                lease_until=None, not_before=None, finished_at=now)
+    ).rowcount
+    if n:
+        column = _J.c.cancelled if state is RequestState.CANCELLED else _J.c.expired
+        conn.execute(update(_J).where(_J.c.id == job_id).values({column.key: column + n}))
+    return int(n)
 
 
 def iter_results(engine: Engine, job_id: str, *, order: str = "input",

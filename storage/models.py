@@ -11,7 +11,21 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from storage.money import Money
 
-__all__ = ["JOBS", "REQUESTS", "Base", "JobRow", "RequestRow"]
+__all__ = [
+    "ATTEMPTS",
+    "DELIVERIES",
+    "ENDPOINTS",
+    "EVENTS",
+    "JOBS",
+    "REQUESTS",
+    "Base",
+    "DeliveryAttemptRow",
+    "DeliveryRow",
+    "EndpointRow",
+    "EventRow",
+    "JobRow",
+    "RequestRow",
+]
 
 
 class Base(DeclarativeBase):
@@ -43,6 +57,7 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finalizing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
@@ -80,8 +95,73 @@ class RequestRow(Base):
         Index("ix_requests_job_state", "job_id", "state"),
         Index("ix_requests_state_not_before", "state", "not_before"),
         Index("ix_requests_state_lease", "state", "lease_until"),
+        Index("ix_requests_job_finished", "job_id", "finished_at", "seq"),
     )
+
+
+class EventRow(Base):
+    """The outbox: a job event, written in the transaction that caused it (exactly once)."""
+
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, doc="the webhook-id")
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, object]] = mapped_column(JSON, doc="the event's data")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DeliveryRow(Base):
+    """One event's delivery to one URL: leased like a request, retried on a schedule."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float | None] = mapped_column(Float, doc="epoch s; when due")
+    claim: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[float | None] = mapped_column(Float, doc="epoch s; a claim's end")
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_deliveries_state_next", "state", "next_attempt_at"),
+    )
+
+
+class DeliveryAttemptRow(Base):
+    """One POST of a delivery: what came back, how long it took."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text, doc="transport error or refusal")
+    response_excerpt: Mapped[str | None] = mapped_column(Text, doc="the first 1 KB")
+
+
+class EndpointRow(Base):
+    """A webhook URL's standing: disabled once it answered 410 Gone, until redelivered."""
+
+    __tablename__ = "webhook_endpoints"
+
+    url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 JOBS = cast(Table, JobRow.__table__)
 REQUESTS = cast(Table, RequestRow.__table__)
+EVENTS = cast(Table, EventRow.__table__)
+DELIVERIES = cast(Table, DeliveryRow.__table__)
+ATTEMPTS = cast(Table, DeliveryAttemptRow.__table__)
+ENDPOINTS = cast(Table, EndpointRow.__table__)

@@ -12,10 +12,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, Engine, and_, case, or_, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, or_, select, update
 
-from schemas.jobs import ACTIVE_JOB_STATUSES, TERMINAL_REQUEST_STATES, JobStatus, RequestState
+from schemas.jobs import ACTIVE_JOB_STATUSES, JobStatus, RequestState
 from schemas.outcomes import Claimed, Outcome, OutcomeKind
+from schemas.webhooks import TERMINAL_EVENTS
+from storage.batched import defer_rows, finish_rows
+from storage.events import add_job_event
 from storage.models import JOBS, REQUESTS
 
 __all__ = ["claim", "finalize_job", "record"]
@@ -25,7 +28,6 @@ CLAIM_SKEW_S = 1.0
 
 _T = REQUESTS
 _J = JOBS
-_TERMINAL = [s.value for s in TERMINAL_REQUEST_STATES]
 
 
 def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s: float,
@@ -66,24 +68,43 @@ class _Delta:
         self.succeeded = self.failed = self.prompt_tokens = self.completion_tokens = 0
         self.cost = Decimal(0)
 
+    def add(self, outcome: Outcome) -> None:
+        if outcome.kind is OutcomeKind.SUCCEEDED:
+            self.succeeded += 1
+        else:
+            self.failed += 1
+        self.prompt_tokens += outcome.usage.prompt_tokens
+        self.completion_tokens += outcome.usage.completion_tokens
+        self.cost += outcome.cost
+
+
+ROWS_PER_STATEMENT = 1000
+"""Outcomes one statement carries (one JSON parameter, so bounded only to keep it modest)."""
+
 
 def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]:
-    """Write a batch of outcomes in one transaction; return the jobs this batch finished."""
+    """Write a batch of outcomes in one transaction; return the jobs this batch finished.
+
+    A handful of statements per batch, whatever its size (round trips and statement parsing
+    are the cost on PostgreSQL; see storage/batched.py): one UPDATE for the finished rows,
+    whose RETURNING names the rows this batch moved out of a non-terminal state, so only those
+    are charged and counted; one for the deferrals; one per job for its counters.
+    """
+    finishing: dict[tuple[str, int], Outcome] = {}
+    deferring: dict[tuple[str, int, str], Outcome] = {}
+    for o in outcomes:  # the first outcome of a row wins, as if written one by one
+        if o.kind is OutcomeKind.DEFERRED:
+            deferring.setdefault((o.job_id, o.seq, o.claim), o)
+        else:
+            finishing.setdefault((o.job_id, o.seq), o)
     deltas: dict[str, _Delta] = defaultdict(_Delta)
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        for outcome in outcomes:
-            if outcome.kind is OutcomeKind.DEFERRED:
-                _defer(conn, outcome)
-            elif _finish(conn, outcome, now):
-                delta = deltas[outcome.job_id]
-                if outcome.kind is OutcomeKind.SUCCEEDED:
-                    delta.succeeded += 1
-                else:
-                    delta.failed += 1
-                delta.prompt_tokens += outcome.usage.prompt_tokens
-                delta.completion_tokens += outcome.usage.completion_tokens
-                delta.cost += outcome.cost
+        for part in _parts(list(finishing.values())):
+            for job_id, seq in finish_rows(conn, part, now):
+                deltas[job_id].add(finishing[(job_id, seq)])
+        for part in _parts(list(deferring.values())):
+            defer_rows(conn, part)
         finished = []
         for job_id, delta in deltas.items():
             conn.execute(
@@ -101,53 +122,37 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
     return finished
 
 
-def _finish(conn: Connection, o: Outcome, now: datetime) -> bool:
-    """Move a row to its terminal state unless it is there already; True when this did it."""
-    stmt = (
-        update(_T)
-        .where(_T.c.job_id == o.job_id, _T.c.seq == o.seq, _T.c.state.not_in(_TERMINAL))
-        .values(
-            state=o.kind.value, claim=None, lease_until=None, not_before=None,
-            deployment=o.deployment, provider=o.provider, status_code=o.status_code,
-            upstream_request_id=o.upstream_request_id, response=o.response,
-            error_code=o.error_code, error_message=o.error_message,
-            prompt_tokens=o.usage.prompt_tokens, completion_tokens=o.usage.completion_tokens,
-            cached_tokens=o.usage.cached_tokens, cost=o.cost, latency_ms=o.latency_ms,
-            finished_at=now,
-        )
-        .returning(_T.c.seq)
-    )
-    return conn.execute(stmt).first() is not None
-
-
-def _defer(conn: Connection, o: Outcome) -> None:
-    """Put a row back to wait for ``not_before``, if this worker's claim still holds it."""
-    conn.execute(
-        update(_T)
-        .where(_T.c.job_id == o.job_id, _T.c.seq == o.seq,
-               _T.c.state == RequestState.RUNNING, _T.c.claim == o.claim)
-        .values(state=RequestState.DEFERRED, claim=None, lease_until=None,
-                not_before=o.not_before, deployment=o.deployment, provider=o.provider,
-                status_code=o.status_code, error_code=o.error_code,
-                error_message=o.error_message)
-    )
+def _parts(items: list[Outcome]) -> list[list[Outcome]]:
+    return [items[i : i + ROWS_PER_STATEMENT] for i in range(0, len(items), ROWS_PER_STATEMENT)]
 
 
 def finalize_job(conn: Connection, job_id: str, now: datetime) -> str | None:
-    """End the job if every request is terminal; the status it ended with, once, else None."""
+    """End the job if every request is terminal; the status it ended with, once, else None.
+
+    The ending is cancelled (it was cancelling), expired (some requests ran out of the
+    completion window), failed (every request failed) or completed. The job's terminal event
+    (the webhook outbox) is inserted here, in the caller's transaction: the UPDATE moves a job
+    out of an active status once, so the event exists exactly once, whoever finishes the job.
+    """
     done = _J.c.succeeded + _J.c.failed + _J.c.cancelled + _J.c.expired
     final = case(
         (_J.c.status == JobStatus.CANCELLING, JobStatus.CANCELLED.value),
+        (_J.c.expired > 0, JobStatus.EXPIRED.value),
+        (and_(_J.c.total > 0, _J.c.failed >= _J.c.total), JobStatus.FAILED.value),
         else_=JobStatus.COMPLETED.value,
     )
     row = conn.execute(
         update(_J)
         .where(_J.c.id == job_id, _J.c.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
                done >= _J.c.total)
-        .values(status=final, completed_at=now)
-        .returning(_J.c.status)
+        .values(status=final, completed_at=now, finalizing_at=func.coalesce(_J.c.finalizing_at,
+                                                                            now))
+        .returning(*_J.c)
     ).first()
-    return None if row is None else str(row.status)
+    if row is None:
+        return None
+    add_job_event(conn, row, TERMINAL_EVENTS[JobStatus(row.status)], now)
+    return str(row.status)
 
 
 def select_runnable_seqs(conn: Connection, job_id: str) -> list[int]:

@@ -5,6 +5,12 @@ Priority: kombu's Redis transport round-robins queues by default; with
 consumes them (realtime, high, standard, bulk), and Redis pops from the first non-empty one.
 With a prefetch of one message per feeder thread and chunks that only wait for a free
 in-flight slot (never for a slow upstream), a realtime chunk is taken as soon as any slot frees.
+
+Redelivery: a chunk is acknowledged once its rows are claimed. Chunks a worker took but had not
+finished claiming when it died stay unacknowledged in Redis; kombu puts them back on their
+queue once they are older than ``worker.visibility_timeout_s`` (checked every
+``RESTORE_INTERVAL_MAX_S`` at most). Redelivering a chunk a live worker still holds is harmless:
+claims run each row once. Rows already claimed come back through their lease (the reconciler).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from schemas.settings import Settings
 
 __all__ = ["create_app"]
 
-VISIBILITY_TIMEOUT_S = 3600
+RESTORE_INTERVAL_MAX_S = 10.0
 
 
 def create_app(settings: Settings) -> Celery:
@@ -30,7 +36,11 @@ def create_app(settings: Settings) -> Celery:
         task_default_queue=queue_name(TIER_ORDER[2]),
         broker_transport_options={
             "queue_order_strategy": "priority",
-            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "visibility_timeout": settings.worker.visibility_timeout_s,
+            # kombu sweeps every interval x throttle (default 10 x 10 s); one sweep per interval
+            "unacked_restore_interval": min(RESTORE_INTERVAL_MAX_S,
+                                            settings.worker.visibility_timeout_s / 2),
+            "unacked_restore_throttle": 1,
         },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

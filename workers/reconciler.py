@@ -4,7 +4,11 @@ One worker at a time runs it (a Redis lock); every interval it:
 1. notices that Redis lost its data (the epoch key is gone) and re-publishes every queued row;
 2. publishes deferred rows whose wait is over (retries, hand-backs at shutdown);
 3. re-publishes rows whose lease ran out (their worker died mid-call);
-4. publishes jobs whose producer stored them but died or failed before publishing.
+4. publishes jobs whose producer stored them but died or failed before publishing;
+5. stops jobs whose completion window ran out (waiting requests end ``batch_expired``) and
+   ends what raced a cancel or an expiry (storage/jobs.py explains), before rules 2 and 3
+   look at deferrals and leases (which skip stopped jobs);
+6. adds throttled ``job.progress`` webhook events when ``webhooks.progress_interval_s`` > 0.
 Publishing twice is harmless: a claim runs each row once.
 """
 
@@ -24,7 +28,8 @@ from producers.publisher import Publisher
 from schemas.keys import EPOCH_KEY, RECONCILER_LOCK_KEY, Tier
 from schemas.settings import Settings
 from storage import recovery
-from storage.jobs import mark_dispatched
+from storage.events import add_progress_events
+from storage.jobs import expire_jobs, mark_dispatched, settle_stopping
 from storage.requests import select_runnable_seqs
 
 __all__ = ["Reconciler"]
@@ -77,6 +82,7 @@ class Reconciler:
         """One pass; the number of requests re-published by each rule."""
         now = time.time()
         counts = {"lost_broker": 0, "deferred": 0, "leases": 0, "undispatched": 0}
+        counts.update(self._lifecycle(datetime.now(UTC)))
         if self._redis.set(EPOCH_KEY, str(now), nx=True):
             for job_id, tier, seqs in recovery.iter_waiting(self._db):
                 counts["lost_broker"] += self._publish(job_id, tier, seqs)
@@ -95,6 +101,14 @@ class Reconciler:
             mark_dispatched(self._db, job_id)
         if any(counts.values()):
             log.info("reconciler re-published %s", counts)
+        return counts
+
+    def _lifecycle(self, now: datetime) -> dict[str, int]:
+        """Requests expired or ended after a stop, and progress events added."""
+        counts = {"expired": expire_jobs(self._db, now), "settled": settle_stopping(self._db, now)}
+        interval = self._settings.webhooks.progress_interval_s
+        if interval > 0:
+            counts["progress_events"] = add_progress_events(self._db, interval, now)
         return counts
 
     def _publish(self, job_id: str, tier: Tier, seqs: list[int]) -> int:

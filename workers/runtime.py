@@ -14,6 +14,7 @@ from schemas.settings import Settings, read_secret
 from storage.db import make_engine
 from workers.engine import Engine
 from workers.reconciler import Reconciler
+from workers.webhooks import WebhookSender
 
 __all__ = ["Runtime", "engine", "install"]
 
@@ -25,6 +26,7 @@ class Runtime:
     engine: Engine
     reconciler: Reconciler
     publisher: Publisher
+    webhooks: WebhookSender
 
 
 _runtime: Runtime | None = None
@@ -34,7 +36,8 @@ def build(settings: Settings) -> Runtime:
     db = make_engine(settings.database_url)
     catalog = load_catalog(settings.config, read_secret)
     publisher = Publisher(settings.redis_url)
-    return Runtime(Engine(settings, db, catalog), Reconciler(settings, db, publisher), publisher)
+    return Runtime(Engine(settings, db, catalog), Reconciler(settings, db, publisher), publisher,
+                   WebhookSender(settings.webhooks, db))
 
 
 def engine() -> Engine:
@@ -51,6 +54,7 @@ def install(app: Celery, settings: Settings) -> None:
         if _runtime is None:
             _runtime = build(settings)
             _runtime.reconciler.start()
+            _runtime.webhooks.start()
             log.info("batchyard engine ready: %d calls in flight at most",
                      settings.worker.max_in_flight)
 
@@ -59,6 +63,7 @@ def install(app: Celery, settings: Settings) -> None:
         if _runtime is not None:
             _runtime.reconciler.stop()
             _runtime.engine.stop()
+            _runtime.webhooks.stop()
             _runtime.publisher.close()
             _runtime = None
 

@@ -22,6 +22,7 @@ def test_each_rate_draws_its_fault() -> None:
     assert draw_fault(MockConfig(overload_rate=1), rng) == Directive(overloaded=True)
     assert draw_fault(MockConfig(malformed_rate=1), rng) == Directive(malformed=True)
     assert draw_fault(MockConfig(error_body_rate=1), rng) == Directive(error_body=True)
+    assert draw_fault(MockConfig(throttle_rate=1), rng) == Directive(status=429)
 
 
 def test_rates_are_shares_of_requests() -> None:

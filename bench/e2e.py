@@ -1,0 +1,75 @@
+"""Throughput end to end: submit a job file, wait until every result and cost is in the database.
+
+The clock starts before ``Producer.submit`` (parsing, inserting, publishing included) and stops at
+the job's ``completed_at``, written by the worker in the transaction that stored the last result.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bench.dbs import size_bytes
+from bench.procs import CpuMeter, MockProcess
+from bench.stack import stack, write_input
+from schemas.jobs import JobStatus, RequestState
+from storage.models import REQUESTS
+
+__all__ = ["run_job", "throughput"]
+
+
+def run_job(s: Any, path: Path, tier: str, timeout: float) -> dict[str, Any]:
+    """Submit ``path`` on ``tier``, wait for the end; wall time, rate, checks of the results."""
+    started = time.time()
+    job = s.producer.submit(str(path), tier=tier)
+    submitted = time.time()
+    final = s.producer.wait(job.id, timeout=timeout, poll_s=0.05)
+    if final.status is not JobStatus.COMPLETED:
+        raise RuntimeError(f"job {job.id} did not complete in {timeout}s: {final.counts}")
+    assert final.completed_at is not None
+    wall = final.completed_at.timestamp() - started
+    with s.producer.engine.connect() as conn:
+        stored, costs = conn.execute(
+            select(func.count(), func.sum(REQUESTS.c.cost)).where(
+                REQUESTS.c.job_id == job.id, REQUESTS.c.state == RequestState.SUCCEEDED,
+                REQUESTS.c.response.is_not(None))
+        ).one()
+    cost_ok = Decimal(costs or 0) == final.cost and final.cost > 0
+    if stored != final.total or not cost_ok:
+        raise RuntimeError(f"job {job.id}: {stored}/{final.total} stored, cost ok={cost_ok}")
+    return {"requests": final.total, "seconds": round(wall, 2),
+            "submit_s": round(submitted - started, 2), "rps": round(final.total / wall, 1),
+            "job_id": job.id}
+
+
+def throughput(mock: MockProcess, folder: Path, *, db_kind: str, latency_ms: float, count: int,
+               in_flight: int, processes: int, timeout: float = 600) -> dict[str, Any]:
+    """One end-to-end run on a fresh database; also the DB size per stored result."""
+    mock.configure(latency_ms=latency_ms)
+    mock.reset()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"input-{count}.jsonl"
+    if not path.exists():
+        write_input(path, count)
+    with stack(db_kind, mock.url, folder / f"e2e-{db_kind}-{latency_ms:g}") as s:
+        workers = ["--max-in-flight", str(in_flight)]
+        if processes > 1:
+            workers += ["--processes", str(processes)]
+        s.start_workers(1, *workers)
+        empty = size_bytes(s.settings.database_url)
+        meter = CpuMeter({"worker": s.workers[0].proc.pid, "mock": mock.proc.pid,
+                          "producer": os.getpid()})
+        result = run_job(s, path, "bulk", timeout)
+        result["cores"] = meter.stop()
+        result["db_bytes_per_request"] = round(
+            (size_bytes(s.settings.database_url) - empty) / count)
+        result["worker_peak_rss_mb"] = round(s.worker_peak_rss_mb(), 1)
+        result["upstream_calls"] = mock.stats()["total"]
+        result["max_in_flight_seen"] = mock.stats()["max_in_flight"]
+    result.update(db=db_kind, latency_ms=latency_ms, in_flight=in_flight, processes=processes)
+    return result
