@@ -18,19 +18,30 @@ __all__ = ["register"]
 @click.option("--feeders", type=int, help="Celery threads taking chunks (default 4).")
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--hostname", default=None, help="Celery node name (default: batchyard@HOST).")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes to run from this command (about one per core); "
+              "--max-in-flight applies to each.")
 @click.pass_obj
-def worker(settings: Settings, tiers: str, max_in_flight: int | None, feeders: int | None,
-           loglevel: str, hostname: str | None) -> None:
+def worker(settings: Settings, /, tiers: str, loglevel: str, hostname: str | None, processes: int,
+           **limits: int | None) -> None:
     """Run a worker: takes chunks from the tier queues and calls the upstreams.
 
     One process keeps up to --max-in-flight upstream calls running on an asyncio loop;
-    run more processes or hosts to scale out. SIGTERM stops taking work, lets calls
-    finish for BATCHYARD_WORKER__SHUTDOWN_GRACE_S seconds, and hands back the rest.
+    --processes N runs N of them (one Python process uses one core at a time); run more
+    hosts to scale out. SIGTERM stops taking work, lets calls finish for
+    BATCHYARD_WORKER__SHUTDOWN_GRACE_S seconds, and hands back the rest.
     """
     from storage import ensure_schema, make_engine
     from workers import worker_app
 
     chosen = _parse_tiers(tiers)
+    if processes > 1:
+        from batchyard.supervise import run_workers
+
+        options = {"--tiers": tiers, "--max-in-flight": limits["max_in_flight"],
+                   "--feeders": limits["feeders"], "--loglevel": loglevel}
+        raise SystemExit(run_workers(processes, settings.config, options, hostname))
+    max_in_flight, feeders = limits["max_in_flight"], limits["feeders"]
     updates: dict[str, object] = {"tiers": chosen}
     if max_in_flight:
         updates["max_in_flight"] = max_in_flight
@@ -99,10 +110,12 @@ def flower(settings: Settings, port: int, address: str, flower_args: tuple[str, 
 def register(cli: click.Group) -> None:
     """Attach the operator commands to the CLI group."""
     from batchyard.demo import demo
+    from batchyard.routes_cli import routes
     from batchyard.webhooks_cli import webhooks
 
     cli.add_command(worker)
     cli.add_command(webhooks)
+    cli.add_command(routes)
     cli.add_command(db)
     cli.add_command(flower)
     cli.add_command(demo)

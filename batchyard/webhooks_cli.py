@@ -7,8 +7,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from schemas.settings import Settings
 from schemas.webhooks import DeliveryView, new_secret
@@ -17,9 +15,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 __all__ = ["webhooks"]
-
-console = Console()
-
 
 def _engine(settings: Settings) -> Engine:
     from storage import ensure_schema, make_engine
@@ -50,26 +45,24 @@ def list_(settings: Settings, job_id: str | None, limit: int, as_json: bool) -> 
     if not rows:
         click.echo("no webhook deliveries" + (f" for {job_id}" if job_id else ""))
         return
-    console.print(_table(rows, attempts=job_id is not None))
+    click.echo("\n".join(_lines(rows, attempts=job_id is not None)))
 
 
-def _table(rows: list[DeliveryView], *, attempts: bool) -> Table:
-    table = Table(title="webhook deliveries", title_justify="left")
-    for name in ("event (webhook-id)", "type", "job", "url", "state", "tries", "last",
-                 "next"):
-        table.add_column(name, overflow="fold")
+def _lines(rows: list[DeliveryView], *, attempts: bool) -> list[str]:
+    """One line per delivery (plain text: any width, greppable), its attempts indented."""
+    out: list[str] = []
     for r in rows:
-        last = str(r.last_status) if r.last_status is not None else (r.last_error or "")
-        table.add_row(r.event_id, r.event_type.value, r.job_id, r.url, r.state.value,
-                      str(r.attempts), last, _time(r.next_attempt_at))
-        if attempts:
-            for a in r.attempt_log:
-                outcome = str(a.status_code) if a.status_code is not None else a.error or ""
-                took = f"{a.latency_ms:.0f} ms" if a.latency_ms is not None else ""
-                excerpt = (a.response_excerpt or "")[:60]
-                table.add_row("", f"  attempt {a.attempt}", _time(a.started_at), excerpt, "",
-                              "", outcome, took, style="dim")
-    return table
+        when = f"  next {_time(r.next_attempt_at)}" if r.next_attempt_at else ""
+        last = f"  last {r.last_status or r.last_error}" if r.last_status or r.last_error else ""
+        out.append(f"{r.event_id}  {r.event_type.value}  {r.job_id}  {r.state.value}  "
+                   f"{r.attempts} attempt(s){last}{when}  {r.url}")
+        for a in r.attempt_log if attempts else []:
+            outcome = str(a.status_code) if a.status_code is not None else a.error or ""
+            took = f"  {a.latency_ms:.0f} ms" if a.latency_ms is not None else ""
+            excerpt = f"  {(a.response_excerpt or '')[:80]!r}" if a.response_excerpt else ""
+            out.append(f"    attempt {a.attempt}  {_time(a.started_at)}  {outcome}{took}"
+                       f"{excerpt}")
+    return out
 
 
 def _time(value: datetime | None) -> str:

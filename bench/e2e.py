@@ -57,10 +57,7 @@ def throughput(mock: MockProcess, folder: Path, *, db_kind: str, latency_ms: flo
     if not path.exists():
         write_input(path, count)
     with stack(db_kind, mock.url, folder / f"e2e-{db_kind}-{latency_ms:g}") as s:
-        workers = ["--max-in-flight", str(in_flight)]
-        if processes > 1:
-            workers += ["--processes", str(processes)]
-        s.start_workers(1, *workers)
+        s.start_workers(1, "--max-in-flight", str(in_flight), processes=processes)
         empty = size_bytes(s.settings.database_url)
         meter = CpuMeter({"worker": s.workers[0].proc.pid, "mock": mock.proc.pid,
                           "producer": os.getpid()})

@@ -111,10 +111,10 @@ class WorkerProcess:
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
 
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Wait for Celery's ``ready.`` line (logged at INFO by celery.apps.worker)."""
+    def wait_ready(self, processes: int = 1, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait for Celery's ``ready.`` line (INFO, celery.apps.worker) from each process."""
         deadline = time.monotonic() + timeout
-        while b"ready." not in self.log_path.read_bytes():
+        while self.log_path.read_bytes().count(b" ready.") < processes:
             if self.proc.poll() is not None:
                 raise RuntimeError(self.log_path.read_text()[-3000:])
             if time.monotonic() > deadline:
@@ -138,14 +138,14 @@ class WorkerProcess:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its descendants so far (0 when gone)."""
+def cpu_seconds(pid: int, *, tree: bool = True) -> float:
+    """User + system CPU seconds of ``pid`` (and its descendants) so far (0 when gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     own = (int(fields[11]) + int(fields[12])) / _TICKS
-    return own + sum(cpu_seconds(child) for child in _children(pid))
+    return own + (sum(cpu_seconds(child) for child in _children(pid)) if tree else 0.0)
 
 
 def machine_busy_seconds() -> tuple[float, float]:
@@ -164,14 +164,18 @@ class CpuMeter:
 
     def __init__(self, pids: dict[str, int]) -> None:
         self._pids = pids
-        self._start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self._start = {name: self._cpu(pid) for name, pid in pids.items()}
         self._machine = machine_busy_seconds()
         self._wall = time.monotonic()
+
+    @staticmethod
+    def _cpu(pid: int) -> float:
+        return cpu_seconds(pid, tree=pid != os.getpid())  # this process: not its children
 
     def stop(self) -> dict[str, float]:
         """Cores used on average by each name (1.0 = one core busy all along)."""
         wall = time.monotonic() - self._wall
-        used = {name: cpu_seconds(pid) - self._start[name] for name, pid in self._pids.items()}
+        used = {name: self._cpu(pid) - self._start[name] for name, pid in self._pids.items()}
         busy = machine_busy_seconds()[0] - self._machine[0]
         used["other"] = max(0.0, busy - sum(used.values()))
         return {name: round(sec / wall, 2) for name, sec in used.items()} if wall else {}

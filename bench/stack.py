@@ -59,17 +59,19 @@ class Stack:
             self._producer = Producer(self.settings)
         return self._producer
 
-    def start_workers(self, count: int, *args: str, **env: str) -> list[WorkerProcess]:
-        """Start ``count`` worker commands and wait until each consumes."""
+    def start_workers(self, count: int, *args: str, processes: int = 1, **env: str
+                      ) -> list[WorkerProcess]:
+        """Start ``count`` worker commands of ``processes`` each; wait until all consume."""
         started = []
+        extra = ["--processes", str(processes)] if processes > 1 else []
         for _ in range(count):
             n = len(self.workers)
             worker = WorkerProcess({**self.env, **env}, self.folder / f"worker-{n}.log",
-                                   "--hostname", f"bench{n}@%h", *args)
+                                   "--hostname", f"bench{n}@%h", *extra, *args)
             self.workers.append(worker)
             started.append(worker)
         for worker in started:
-            worker.wait_ready()
+            worker.wait_ready(processes)
         _wait_for_epoch()
         return started
 

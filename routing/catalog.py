@@ -69,8 +69,10 @@ def _refuse_inline_secrets(raw: dict[str, object], source: str) -> None:
 def _describe(source: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        lines.append(f"{source}: {where}: {err['msg']}")
+        where = ".".join(str(part) for part in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        # cross-reference checks name their own key path at the start of the message
+        lines.append(f"{source}: {where}: {message}" if where else f"{source}: {message}")
     return "\n".join(lines)
 
 

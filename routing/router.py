@@ -1,22 +1,63 @@
-"""Choosing a deployment for a model: weighted random over the model group's deployments."""
+"""The router: a request's plan, then a deployment admitted against shared limits and health.
+
+``plan`` is pure (catalog only); ``acquire`` walks the plan's model groups in order, asking the
+limiter to admit the call to the first deployment of each group's strategy order that is
+healthy and has room. A group at its limits makes the request wait there; a group that is
+wholly unhealthy (or already failed this attempt) passes it to the next group of the chain.
+``release`` reports how the call went, which moves the breaker, the latency average and the
+tpm count.
+
+Without a limiter (the producer, unit tests) nothing is shared and nothing is limited: the
+first deployment of the strategy's order is taken.
+"""
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Set
+from dataclasses import dataclass
 
-from schemas.catalog import Catalog, Deployment
-from schemas.errors import UnknownModelError
+from routing.health import cooldown_after, verdict_for
+from routing.limits import Admission, Limiter, Refusal
+from routing.plan import Plan, make_plan
+from routing.strategies import order
+from routing.tokens import estimate_tokens
+from schemas.catalog import Catalog, Deployment, RoutingPolicy
+from schemas.chat import ChatRequest
+from schemas.errors import RoutingStateError, UnknownModelError, UpstreamError
+from schemas.jobs import RoutingOptions
 
-__all__ = ["Router"]
+__all__ = ["Router", "Ticket"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """An admitted call: the model group serving it and its admission."""
+
+    model: str
+    admission: Admission
+
+    @property
+    def deployment(self) -> Deployment:
+        return self.admission.deployment
 
 
 class Router:
-    """Resolves public model names and picks a deployment for each call."""
+    """Resolves model names, plans requests, admits and releases calls."""
 
-    def __init__(self, catalog: Catalog, rng: random.Random | None = None) -> None:
-        self._catalog = catalog
+    def __init__(self, catalog: Catalog, limiter: Limiter | None = None, *,
+                 rng: random.Random | None = None) -> None:
+        self.catalog = catalog
+        self.limiter = limiter
         self._names = catalog.public_names()
         self._rng = rng or random.Random()
+
+    @property
+    def policy(self) -> RoutingPolicy:
+        return self.catalog.routing
 
     def resolve(self, model: str) -> str:
         """The model group a public name or alias belongs to."""
@@ -25,11 +66,50 @@ class Router:
         except KeyError:
             raise UnknownModelError(f"unknown model {model!r}") from None
 
-    def pick(self, model: str) -> Deployment:
-        """A deployment for ``model``, drawn by weight."""
-        group = self._catalog.models[self.resolve(model)]
-        deployments = [self._catalog.deployments[name] for name in group.deployments]
-        if len(deployments) == 1:
-            return deployments[0]
-        weights = [d.weight for d in deployments]
-        return self._rng.choices(deployments, weights=weights, k=1)[0]
+    def plan(self, req: ChatRequest, options: RoutingOptions | None = None) -> Plan:
+        """Where ``req`` may go: its chain of groups, filtered by tags and context window."""
+        return make_plan(self.catalog, self.resolve(req.model), estimate_tokens(req), options)
+
+    async def acquire(self, plan: Plan, avoid: Set[str] = frozenset(), *,
+                      dry_run: bool = False) -> Ticket | Refusal | None:
+        """Admit the call somewhere: a Ticket; a Refusal (wait); None if nothing is left
+        (every eligible deployment is in ``avoid``). ``dry_run`` decides without admitting."""
+        unhealthy: list[Refusal] = []
+        for step in plan.steps:
+            deps = [d for d in step.deployments if d.name not in avoid]
+            if not deps:
+                continue
+            ordering = order(step.strategy, deps, self._rng)
+            if self.limiter is None:
+                return Ticket(step.model, Admission(ordering.deployments[0], "", 0, False))
+            got = await self.limiter.admit(ordering, plan.reserve, dry_run=dry_run)
+            if isinstance(got, Admission):
+                return Ticket(step.model, got)
+            if got.saturated:
+                return got
+            unhealthy.append(got)
+        if not unhealthy:
+            return None
+        return Refusal(False, min(r.wait_s for r in unhealthy),
+                       tuple(reason for r in unhealthy for reason in r.reasons))
+
+    async def release(self, ticket: Ticket, error: UpstreamError | None, *, tokens: int,
+                      latency_ms: float | None = None) -> None:
+        """Report how the call ended. Never raises: the call's result matters more."""
+        if self.limiter is None or not ticket.admission.member:
+            return
+        try:
+            opened = await self.limiter.settle(
+                ticket.admission, verdict_for(error), tokens=tokens, latency_ms=latency_ms,
+                cool_s=cooldown_after(error, self.policy))
+        except RoutingStateError as exc:
+            log.warning("could not report a call to %s: %s", ticket.deployment.name, exc)
+            return
+        if opened:
+            log.warning("circuit breaker of deployment %s opened (%s); cooling down for %gs",
+                        ticket.deployment.name, error.describe() if error else "failures",
+                        self.policy.breaker.cooldown_s)
+
+    async def aclose(self) -> None:
+        if self.limiter is not None:
+            await self.limiter.aclose()

@@ -5,7 +5,12 @@
     ├── InputError                    a submitted job is malformed (carries line-numbered problems)
     ├── NotFoundError                 a job (or other object) does not exist for this caller
     ├── RoutingError                  no deployment can serve a model
-    │   └── UnknownModelError         the model name is not in the catalog
+    │   ├── UnknownModelError         the model name is not in the catalog
+    │   ├── NoDeploymentError         none has the required tags or a large enough window
+    │   ├── UnavailableError          every eligible deployment is cooling down (policy: fail)
+    │   └── RoutingStateError         the shared routing state (Redis) does not answer (retryable)
+    ├── DestinationRefused            a webhook URL is not public nor allow-listed (destinations.py)
+    ├── SignatureError                a received webhook does not verify (webhooks.py)
     └── UpstreamError                 an upstream call failed; carries provider and status
         ├── RateLimitedError          429 / throttled, with ``retry_after`` (retryable)
         ├── OverloadedError           503 / 529 / provider unavailable (retryable)
@@ -37,11 +42,14 @@ __all__ = [
     "InputError",
     "InputProblem",
     "MalformedResponseError",
+    "NoDeploymentError",
     "NotFoundError",
     "OverloadedError",
     "RateLimitedError",
     "RoutingError",
+    "RoutingStateError",
     "ServerError",
+    "UnavailableError",
     "UnknownModelError",
     "UpstreamError",
     "UpstreamTimeoutError",
@@ -101,6 +109,25 @@ class UnknownModelError(RoutingError):
     """The model name is neither a model nor an alias in the catalog."""
 
     code = "model_not_found"
+
+
+class NoDeploymentError(RoutingError):
+    """No deployment of the model or its fallbacks has the required tags or window."""
+
+    code = "no_eligible_deployment"
+
+
+class UnavailableError(RoutingError):
+    """Every eligible deployment is cooling down and the catalog says not to wait."""
+
+    code = "no_healthy_deployment"
+
+
+class RoutingStateError(RoutingError):
+    """The shared routing state (limits, health) in Redis does not answer."""
+
+    retryable = True
+    code = "routing_unavailable"
 
 
 class UpstreamError(GatewayError):

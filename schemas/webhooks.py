@@ -30,7 +30,7 @@ from enum import StrEnum
 from ipaddress import ip_network
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from schemas.errors import GatewayError
@@ -171,9 +171,10 @@ class EventResults(BaseModel):
 
 
 class JobEventData(BaseModel):
-    """The ``data`` of a job event: the job's status, counts, totals and results location."""
+    """The ``data`` of a job event: the job's status, counts, totals and results location.
 
-    model_config = ConfigDict(extra="forbid")
+    Stored with the event when it is written; unknown keys are ignored so events written by
+    an older or newer version still send."""
 
     id: str
     object: str = "batch"

@@ -35,10 +35,12 @@ _FINISH = (("state", "text"), ("deployment", "text"), ("provider", "text"),
            ("status_code", "integer"), ("upstream_request_id", "text"), ("response", "text"),
            ("error_code", "text"), ("error_message", "text"), ("prompt_tokens", "integer"),
            ("completion_tokens", "integer"), ("cached_tokens", "integer"), ("cost", "bigint"),
-           ("latency_ms", "double precision"))
+           ("latency_ms", "double precision"), ("route", "text"))
 _DEFER = (("claim", "text"), ("not_before", "double precision"), ("deployment", "text"),
           ("provider", "text"), ("status_code", "integer"), ("error_code", "text"),
-          ("error_message", "text"))
+          ("error_message", "text"), ("route", "text"))
+_REFUND = (("refund", "integer"),)
+"""1 for a throttled deferral (our own limits): the attempt its claim counted is given back."""
 
 
 def _source(dialect: str, fields: Sequence[tuple[str, str]]) -> str:
@@ -73,7 +75,8 @@ def _defer_sql(dialect: str) -> TextClause:
     sets = ", ".join(f"{name} = v.{name}" for name, _ in _DEFER[1:])
     sql = (
         f"UPDATE requests SET state = '{RequestState.DEFERRED.value}', claim = NULL, "
-        f"lease_until = NULL, {sets} FROM {_source(dialect, _KEY + _DEFER)} "
+        f"lease_until = NULL, {sets}, attempts = requests.attempts - v.refund "
+        f"FROM {_source(dialect, _KEY + _DEFER + _REFUND)} "
         f"WHERE requests.job_id = v.job_id AND requests.seq = v.seq "
         f"AND requests.state = '{RequestState.RUNNING.value}' AND requests.claim = v.claim"
     )
@@ -94,7 +97,7 @@ def finish_rows(conn: Connection, part: Sequence[Outcome], now: datetime
         (o.job_id, o.seq, o.kind.value, o.deployment, o.provider, o.status_code,
          o.upstream_request_id, o.response, o.error_code, o.error_message,
          o.usage.prompt_tokens, o.usage.completion_tokens, o.usage.cached_tokens,
-         to_pico(o.cost), o.latency_ms)
+         to_pico(o.cost), o.latency_ms, o.route)
         for o in part
     ]
     stmt = _finish_sql(conn.dialect.name)
@@ -105,7 +108,7 @@ def defer_rows(conn: Connection, part: Sequence[Outcome]) -> None:
     """Put rows back to wait for ``not_before``, where this worker's claim still holds them."""
     rows = [
         (o.job_id, o.seq, o.claim, o.not_before, o.deployment, o.provider, o.status_code,
-         o.error_code, o.error_message)
+         o.error_code, o.error_message, o.route, int(o.throttled))
         for o in part
     ]
     conn.execute(_defer_sql(conn.dialect.name), {"rows": _dumps(rows)})

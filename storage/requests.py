@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, and_, case, func, or_, select, update
 
-from schemas.jobs import ACTIVE_JOB_STATUSES, JobStatus, RequestState
+from schemas.jobs import ACTIVE_JOB_STATUSES, JobStatus, RequestState, RoutingOptions
 from schemas.outcomes import Claimed, Outcome, OutcomeKind
 from schemas.webhooks import TERMINAL_EVENTS
 from storage.batched import defer_rows, finish_rows
@@ -45,8 +45,10 @@ def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s:
         .where(_T.c.job_id == job_id, _T.c.seq.in_(list(seqs)), runnable)
         .values(state=RequestState.RUNNING, claim=token, lease_until=now + lease_s,
                 attempts=_T.c.attempts + 1)
-        .returning(_T.c.seq, _T.c.custom_id, _T.c.model, _T.c.body, _T.c.attempts)
+        .returning(_T.c.seq, _T.c.custom_id, _T.c.model, _T.c.body, _T.c.attempts,
+                   _T.c.route)
     )
+    routing = None
     with engine.begin() as conn:
         rows = conn.execute(stmt).all()
         if rows:
@@ -54,9 +56,12 @@ def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s:
                 update(_J).where(_J.c.id == job_id, _J.c.started_at.is_(None))
                 .values(started_at=datetime.now(UTC))
             )
+            # the job's routing options (strategy, required tags): one lookup per chunk
+            routing = conn.execute(select(_J.c.routing).where(_J.c.id == job_id)).scalar()
+    options = RoutingOptions.model_validate(routing) if routing else None
     return [
         Claimed(job_id=job_id, seq=r.seq, custom_id=r.custom_id, model=r.model, body=r.body,
-                attempts=r.attempts, claim=token)
+                attempts=r.attempts, claim=token, route=r.route, routing=options)
         for r in rows
     ]
 

@@ -20,6 +20,7 @@ from sqlalchemy import Engine as DbEngine
 from sqlalchemy.exc import SQLAlchemyError
 
 from providers.client import UpstreamClient
+from routing.limits import Limiter
 from routing.router import Router
 from schemas.catalog import Catalog
 from schemas.jobs import ChunkMessage
@@ -59,7 +60,9 @@ class Engine:
                                         daemon=True)
         self._thread.start()
         self._client = UpstreamClient(settings.upstream)
-        self._pipeline = Pipeline(Router(catalog), self._client, settings.worker)
+        limiter = Limiter(settings.redis_url, catalog.routing,
+                          call_timeout_s=settings.upstream.timeout_s)
+        self._pipeline = Pipeline(Router(catalog, limiter), self._client, settings.worker)
         self._writer = OutcomeWriter(db, batch=settings.worker.write_batch,
                                      on_written=self._capacity.give,
                                      on_finished=on_finished or _log_finished)
@@ -111,6 +114,15 @@ class Engine:
         self._running.pop((row.job_id, row.seq), None)
         self._writer.put(outcome)
 
+    def refuse_new(self) -> None:
+        """Start no more calls: chunks being accepted raise ShuttingDown (back to the queue).
+
+        Called from Celery's SIGTERM handler, before the pool waits for its threads: without
+        it, feeder threads blocked on a full engine would keep starting their chunks' calls
+        for as long as the warm shutdown lasts.
+        """
+        self._closing.set()
+
     def stop(self, grace_s: float | None = None) -> None:
         """Stop taking work, let calls finish for ``grace_s``, hand back the rest, close."""
         self._closing.set()
@@ -125,6 +137,7 @@ class Engine:
                                          error_message="worker stopped during the call"))
         self._writer.stop(timeout=max(grace, 5.0))
         asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=5)
+        asyncio.run_coroutine_threadsafe(self._pipeline.aclose(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 

@@ -21,6 +21,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import redis
+from kombu.exceptions import KombuError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -65,9 +66,11 @@ class Reconciler:
             try:
                 if self._lead(interval):
                     self.tick()
-            except (redis.RedisError, SQLAlchemyError, OSError) as exc:
+            except (redis.RedisError, SQLAlchemyError, OSError, KombuError) as exc:
                 log.warning("reconciler pass failed (%s: %s); next in %.0fs",
                             type(exc).__name__, exc, interval)
+            except Exception:  # a bug must not end recovery for the rest of the process
+                log.exception("reconciler pass failed; next in %.0fs", interval)
 
     def _lead(self, interval: float) -> bool:
         ttl_ms = int(interval * 3000)
@@ -83,9 +86,11 @@ class Reconciler:
         now = time.time()
         counts = {"lost_broker": 0, "deferred": 0, "leases": 0, "undispatched": 0}
         counts.update(self._lifecycle(datetime.now(UTC)))
-        if self._redis.set(EPOCH_KEY, str(now), nx=True):
+        if not self._redis.exists(EPOCH_KEY):
             for job_id, tier, seqs in recovery.iter_waiting(self._db):
                 counts["lost_broker"] += self._publish(job_id, tier, seqs)
+            # Marked only once all is published: a pass cut short is done again in full.
+            self._redis.set(EPOCH_KEY, str(now))
         for rule, groups in (
             ("deferred", recovery.find_due_deferred(self._db, now, BATCH_LIMIT)),
             ("leases", recovery.find_expired_leases(self._db, now, BATCH_LIMIT)),

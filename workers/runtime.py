@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from celery import Celery
-from celery.signals import worker_init, worker_shutdown
+from celery.signals import worker_init, worker_shutdown, worker_shutting_down
 
 from producers.publisher import Publisher
 from routing.catalog import load_catalog
@@ -58,6 +58,10 @@ def install(app: Celery, settings: Settings) -> None:
             log.info("batchyard engine ready: %d calls in flight at most",
                      settings.worker.max_in_flight)
 
+    def _refuse_new(**_: object) -> None:
+        if _runtime is not None:  # in the signal handler: only sets a flag
+            _runtime.engine.refuse_new()
+
     def _stop(**_: object) -> None:
         global _runtime
         if _runtime is not None:
@@ -68,4 +72,5 @@ def install(app: Celery, settings: Settings) -> None:
             _runtime = None
 
     worker_init.connect(_start, weak=False)
+    worker_shutting_down.connect(_refuse_new, weak=False)
     worker_shutdown.connect(_stop, weak=False)

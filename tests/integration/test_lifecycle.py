@@ -61,7 +61,6 @@ def test_cancel_stops_new_upstream_calls_and_the_counts_add_up(stack: Stack) -> 
     arrivals = _stats(stack)["arrivals"]["up-a"]  # type: ignore[index]
     assert len(arrivals) == done[RequestState.SUCCEEDED]  # every call recorded, none twice
     assert sum(t > settled_at for t in arrivals) <= in_flight  # only calls already claimed
-    print("FIG cancel", in_flight, sum(t > settled_at for t in arrivals), done, running.eta_seconds, max(arrivals)-settled_at)
     # Duplicate messages for the cancelled job, then a sentinel behind them: no call starts.
     publisher = Publisher(stack.settings.redis_url)
     publisher.publish(job.id, Tier.BULK, list(range(2000)), 64)
@@ -87,7 +86,6 @@ def test_a_completion_window_ends_the_job_expired_keeping_what_finished(
 
     final = stack.producer.wait(job.id, timeout=90)
 
-    print("FIG expire", final.counts, final.expires_at, final.finalizing_at, final.completed_at)
     assert final.status is JobStatus.EXPIRED
     succeeded, expired = final.counts[RequestState.SUCCEEDED], final.counts[RequestState.EXPIRED]
     assert succeeded >= 4 and expired >= 100 and succeeded + expired == 200

@@ -122,3 +122,50 @@ def test_transient_faults_of_every_kind_end_in_success(stack: Stack) -> None:
     assert audit.succeeded == 300 == audit.cost_records
     by_status = httpx.get(f"{stack.mock_url}/_mock/stats").json()["by_status"]
     assert {"500", "503", "429", "reset"} <= set(by_status)  # the faults did happen
+
+
+def _upstream_total(stack: Stack) -> int:
+    return int(httpx.get(f"{stack.mock_url}/_mock/stats").json()["total"])
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sigterm_finishes_calls_in_flight_and_hands_back_the_chunks_it_had_not_started(
+        stack: Stack) -> None:
+    _mock(stack, latency_ms=2000)
+    long_waits = {"BATCHYARD_WORKER__VISIBILITY_TIMEOUT_S": "3600"}  # no redelivery by timeout
+    first = stack.start_worker("--max-in-flight", "16", **long_waits)
+    job = stack.producer.submit([f"question {i}" for i in range(300)], model="small")
+    wait_for(lambda: _in_flight(stack) >= 16, 30, "calls in flight on the first worker")
+
+    assert first.stop() == 0  # SIGTERM, then wait for the process to end
+    after_stop = stack.producer.status(job.id)
+    _mock(stack, latency_ms=20)
+    stack.start_worker(**long_waits)
+    final = stack.producer.wait(job.id, timeout=60)
+
+    assert after_stop.counts[RequestState.SUCCEEDED] == 16  # the calls in flight finished
+    assert after_stop.counts.get(RequestState.RUNNING, 0) == 0
+    assert final.status is JobStatus.COMPLETED
+    audit = audit_job(stack.producer.engine, job.id, [f"request-{i}" for i in range(1, 301)])
+    assert audit.problems() == [] and audit.succeeded == 300
+    assert _upstream_total(stack) == 300  # nothing was called twice
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_calls_still_running_after_the_grace_period_are_handed_back(stack: Stack) -> None:
+    _mock(stack, latency_ms=10_000)
+    first = stack.start_worker(BATCHYARD_WORKER__SHUTDOWN_GRACE_S="1")
+    job = stack.producer.submit([f"question {i}" for i in range(20)], model="small")
+    wait_for(lambda: _in_flight(stack) >= 20, 30, "calls in flight")
+
+    assert first.stop(timeout=20) == 0
+    after_stop = stack.producer.status(job.id)
+    _mock(stack, latency_ms=20)
+    stack.start_worker()
+    final = stack.producer.wait(job.id, timeout=60)
+
+    assert after_stop.counts.get(RequestState.RUNNING, 0) == 0  # not left to a lease
+    assert after_stop.counts[RequestState.DEFERRED] == 20
+    assert final.status is JobStatus.COMPLETED
+    audit = audit_job(stack.producer.engine, job.id, [f"request-{i}" for i in range(1, 21)])
+    assert audit.problems() == [] and audit.succeeded == 20

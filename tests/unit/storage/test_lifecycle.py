@@ -41,7 +41,8 @@ def _outcome(job_id: str, seq: int, token: str, kind: OutcomeKind = OutcomeKind.
 def _events(engine: Engine, job_id: str) -> list[tuple[str, dict[str, object]]]:
     with engine.connect() as conn:
         rows = conn.execute(select(EVENTS.c.type, EVENTS.c.payload)
-                            .where(EVENTS.c.job_id == job_id)).all()
+                            .where(EVENTS.c.job_id == job_id)
+                            .order_by(EVENTS.c.created_at)).all()
     return [(r.type, r.payload) for r in rows]
 
 
@@ -134,3 +135,24 @@ def test_status_estimates_the_time_left_from_the_observed_rate(engine: Engine) -
     assert view.progress == 0.5
     record(engine, [_outcome(job, s, "w1") for s in range(5, 10)])
     assert get_job(engine, job).eta_seconds is None
+
+
+def test_progress_events_are_throttled_and_only_sent_when_progress_moved(engine: Engine
+                                                                         ) -> None:
+    from storage.events import add_progress_events
+
+    job = _job(engine, 4, webhook_url="https://hooks.example.com/x")
+    claim(engine, job, [0, 1, 2, 3], "w1", lease_s=60, now=time.time())
+    t0 = datetime.now(UTC)
+    assert add_progress_events(engine, 10, t0) == 0  # nothing finished yet
+    record(engine, [_outcome(job, 0, "w1")])
+
+    added = [add_progress_events(engine, 10, t0),
+             add_progress_events(engine, 10, t0 + timedelta(seconds=5)),   # too soon
+             add_progress_events(engine, 10, t0 + timedelta(seconds=11))]  # no change
+    record(engine, [_outcome(job, 1, "w1")])
+    added.append(add_progress_events(engine, 10, t0 + timedelta(seconds=12)))
+
+    assert added == [1, 0, 0, 1]
+    progress = [data for kind, data in _events(engine, job) if kind == "job.progress"]
+    assert [p["request_counts"]["succeeded"] for p in progress] == [1, 2]  # type: ignore[index]

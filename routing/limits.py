@@ -1,0 +1,183 @@
+"""Provider limits and health shared by every worker and host: the Python side of the scripts.
+
+**Limits are sliding windows**, not GCRA. The promise a provider makes (and a user reads in
+``rpm: 500``) is "at most N requests in any window", and GCRA (a token bucket) lets up to
+almost 2N through in a window after an idle spell. Each admitted call is a member of a sorted
+set; an admission checks, in one script, the requests and tokens in the window and the calls
+in flight, and adds itself only when all three have room.
+
+A call counts in the window **from its admission until ``limit_window_s`` after its answer**,
+not after its start: the upstream sees the request somewhere between the two, so measuring
+from the end keeps the upstream's own count at or under the limit whatever the network delay
+(at the price of a slightly lower rate: latency / window). ``rpm`` and ``tpm`` count over
+``limit_window_s`` (60 by default; a shorter window makes tests fast). Tokens are reserved from
+an estimate before the call and replaced by the reported usage after.
+
+Calls in flight carry a lease (their timeout plus a margin): a worker that dies mid-call frees
+its concurrency slot when the lease ends, never leaks it.
+
+**Waiting.** When every deployment is at a limit, the request is given a start time: the
+moment capacity frees or, with a backlog, the next free slot after the requests already
+waiting (slots are spaced by the limit's own rate), so a backlog comes back at the rate the
+provider accepts instead of all at once.
+
+**When Redis does not answer**, nothing is sent: a limit that cannot be checked is not
+bypassed. ``RoutingStateError`` (retryable) makes the request wait and try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from routing.health import DeploymentState, Verdict
+from routing.lua import ADMIT, PEEK, SETTLE
+from routing.strategies import Ordering
+from schemas.catalog import Deployment, RoutingPolicy
+from schemas.errors import RoutingStateError
+from schemas.keys import route_key
+
+__all__ = ["Admission", "Limiter", "Refusal"]
+
+LEASE_MARGIN_S = 5.0
+"""A call's lease on its concurrency slot is its timeout plus this."""
+DEFAULT_LATENCY_MS = 1000
+"""The typical call duration assumed until a deployment's latency has been measured."""
+HEALTH_TTL_MS = 24 * 3600 * 1000
+"""A deployment's health hash lives this long after its last report."""
+REDIS_TIMEOUT_S = 5.0
+POOL_SIZE = 32
+
+_UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A call admitted to a deployment; settle it exactly once when the call ends."""
+
+    deployment: Deployment
+    member: str
+    tokens: int
+    probe: bool
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """No deployment admitted the call: ``saturated`` (at a limit) or all unhealthy."""
+
+    saturated: bool
+    wait_s: float
+    reasons: tuple[tuple[str, str, float], ...] = ()
+    """(deployment, why: rpm, tpm, concurrency, open, probing or cooling, seconds) each."""
+
+    def describe(self) -> str:
+        """``a: rpm (frees in 3.2s), b: breaker open (12.0s)``."""
+        words = {"open": "breaker open", "probing": "breaker probing", "cooling": "cooling down"}
+        return ", ".join(f"{name}: {words.get(why, why + ' full')} ({secs:.1f}s)"
+                         for name, why, secs in self.reasons)
+
+
+def _keys(dep: Deployment) -> list[str]:
+    return [route_key(dep.name, kind) for kind in ("window", "tokens", "health", "slots")]
+
+
+class Limiter:
+    """Admits calls against shared limits and health, settles them, reads the state.
+
+    One per worker process. Its Redis client is created on first use, on the event loop that
+    uses it (the engine's), and closed by ``aclose``.
+    """
+
+    def __init__(self, redis_url: str, policy: RoutingPolicy, *,
+                 call_timeout_s: float = 120.0) -> None:
+        self._url = redis_url
+        self._policy = policy
+        self._call_timeout_s = call_timeout_s
+        self._redis: aioredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    def _client(self) -> aioredis.Redis:
+        if self._redis is None:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._url, max_connections=POOL_SIZE, timeout=REDIS_TIMEOUT_S,
+                socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+            self._redis = aioredis.Redis(connection_pool=pool)
+            self._scripts = {name: self._redis.register_script(src) for name, src in
+                             (("admit", ADMIT), ("settle", SETTLE), ("peek", PEEK))}
+        return self._redis
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        self._client()
+        try:
+            return await self._scripts[name](keys=keys, args=args)
+        except _UNREACHABLE as exc:
+            raise RoutingStateError(
+                f"the routing state in Redis does not answer ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    def lease_ms(self, dep: Deployment) -> int:
+        return int(((dep.timeout_s or self._call_timeout_s) + LEASE_MARGIN_S) * 1000)
+
+    async def admit(self, ordering: Ordering, tokens: int, *, dry_run: bool = False,
+                    now_ms: int | None = None) -> Admission | Refusal:
+        """Admit the call to the first deployment of ``ordering`` with health and room."""
+        deps = ordering.deployments
+        keys: list[str] = []
+        args: list[Any] = ["" if now_ms is None else now_ms, secrets.token_hex(8),
+                           int(dry_run), ordering.sort_by]
+        for dep in deps:
+            keys += _keys(dep)
+            held = min(tokens, dep.tpm) if dep.tpm else tokens
+            args += [dep.rpm or 0, dep.tpm or 0, dep.max_concurrency or 0,
+                     int(dep.limit_window_s * 1000), held, self.lease_ms(dep),
+                     DEFAULT_LATENCY_MS]
+        index, wait_ms, probe, member, raw = await self._run("admit", keys, args)
+        if index:
+            dep = deps[index - 1]
+            held = min(tokens, dep.tpm) if dep.tpm else tokens
+            return Admission(dep, _text(member), held, bool(probe))
+        reasons = tuple((deps[i - 1].name, _text(why), ms / 1000) for i, why, ms in raw)
+        return Refusal(_text(member) == "saturated", wait_ms / 1000, reasons)
+
+    async def settle(self, admission: Admission, verdict: Verdict, *, tokens: int,
+                     latency_ms: float | None = None, cool_s: float = 0.0,
+                     now_ms: int | None = None) -> bool:
+        """Record how the call ended: actual tokens, health, latency. True if it opened the
+        breaker."""
+        dep, b = admission.deployment, self._policy.breaker
+        keys = _keys(dep)[:3]
+        args = ["" if now_ms is None else now_ms, admission.member, tokens, int(dep.limited),
+                int(dep.limit_window_s * 1000), verdict.value, latency_ms or 0,
+                int(admission.probe), int(cool_s * 1000), b.consecutive_failures,
+                b.failure_rate, b.min_calls, int(b.window_s * 1000), int(b.cooldown_s * 1000),
+                self._policy.latency_alpha, HEALTH_TTL_MS]
+        return bool(await self._run("settle", keys, args))
+
+    async def peek(self, deps: Sequence[Deployment], *, now_ms: int | None = None
+                   ) -> dict[str, DeploymentState]:
+        """Each deployment's shared state now (read only)."""
+        keys = [k for dep in deps for k in _keys(dep)]
+        args = ["" if now_ms is None else now_ms,
+                *(int(dep.limit_window_s * 1000) for dep in deps)]
+        now, rows = await self._run("peek", keys, args)
+        states = {}
+        for dep, row in zip(deps, rows, strict=True):
+            flying, count, used, latency, *rest = (int(v) for v in row)
+            states[dep.name] = DeploymentState(int(now), flying, count, used,
+                                               None if latency < 0 else float(latency), *rest)
+        return states
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

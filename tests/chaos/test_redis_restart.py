@@ -1,0 +1,42 @@
+"""Redis restarted with every key gone: queued messages, deferrals, locks, the epoch.
+
+The database is the truth: the reconciler notices the lost epoch key and publishes every queued
+row again, deferred rows come back when due, and workers and producers reconnect by themselves.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import redis
+
+from bench.chaos import RedisServer, audit_job
+from schemas.jobs import JobStatus
+from schemas.keys import EPOCH_KEY
+from tests.helpers import wait_for
+from tests.stack import Stack
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_redis_restart_that_loses_every_key_loses_no_request(
+        chaos_stack: Stack, private_redis: RedisServer) -> None:
+    stack = chaos_stack
+    httpx.post(f"{stack.mock_url}/_mock/config",
+               json={"latency_ms": 300, "throttle_rate": 0.1, "seed": 3}).raise_for_status()
+    for _ in range(2):
+        stack.start_worker("--max-in-flight", "32")
+    client = redis.Redis.from_url(private_redis.url)
+    wait_for(lambda: client.exists(EPOCH_KEY), 30, "the reconciler's first pass")
+    job = stack.producer.submit([f"question {i}" for i in range(600)], model="small")
+    wait_for(lambda: stack.producer.status(job.id).finished >= 100, 60, "some progress")
+
+    private_redis.restart(down_s=1.0)  # every queued chunk, deferral and lock is gone
+    final = stack.producer.wait(job.id, timeout=90)
+    after = stack.producer.submit([f"after {i}" for i in range(50)], model="small")
+    after_final = stack.producer.wait(after.id, timeout=60)
+
+    assert final.status is JobStatus.COMPLETED
+    audit = audit_job(stack.producer.engine, job.id, [f"request-{i}" for i in range(1, 601)])
+    assert audit.problems() == [] and audit.succeeded == 600
+    assert after_final.status is JobStatus.COMPLETED  # the producer and workers reconnected
+    assert all(w.proc.poll() is None for w in stack.workers)
