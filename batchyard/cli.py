@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import SecretStr
 from rich.console import Console
 
 from batchyard.views import job_table
@@ -31,8 +32,10 @@ def _producer(ctx: click.Context) -> Any:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", type=click.Path(path_type=Path), envvar="BATCHYARD_CONFIG",
               help="Routing catalog YAML (default: ./batchyard.yaml).")
+@click.option("--api-key", metavar="KEY", help="Your tenant's API key (default: "
+              "BATCHYARD_API_KEY; none: the built-in default tenant).")
 @click.pass_context
-def cli(ctx: click.Context, config: Path | None) -> None:
+def cli(ctx: click.Context, config: Path | None, api_key: str | None) -> None:
     """batchyard: a self-hosted batch gateway for LLM APIs.
 
     Reads REDIS_URL, DATABASE_URL and BATCHYARD_CONFIG from the environment (or .env).
@@ -40,6 +43,8 @@ def cli(ctx: click.Context, config: Path | None) -> None:
     settings = Settings()
     if config is not None:
         settings = settings.model_copy(update={"config": config})
+    if api_key is not None:
+        settings = settings.model_copy(update={"api_key": SecretStr(api_key)})
     ctx.obj = settings
 
 

@@ -110,12 +110,17 @@ def flower(settings: Settings, port: int, address: str, flower_args: tuple[str, 
 def register(cli: click.Group) -> None:
     """Attach the operator commands to the CLI group."""
     from batchyard.demo import demo
+    from batchyard.report_cli import report
     from batchyard.routes_cli import routes
+    from batchyard.tenants_cli import keys, tenants
     from batchyard.webhooks_cli import webhooks
 
     cli.add_command(worker)
     cli.add_command(webhooks)
     cli.add_command(routes)
+    cli.add_command(tenants)
+    cli.add_command(keys)
+    cli.add_command(report)
     cli.add_command(db)
     cli.add_command(flower)
     cli.add_command(demo)

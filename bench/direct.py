@@ -21,8 +21,8 @@ from typing import Any
 
 __all__ = ["main", "run"]
 
-BODY = {"model": "mock-up", "max_tokens": 16,
-        "messages": [{"role": "user", "content": "Classify item 1 as A or B."}]}
+BODY: dict[str, Any] = {"model": "mock-up", "max_tokens": 16,
+                        "messages": [{"role": "user", "content": "Classify item 1 as A or B."}]}
 CLIENTS = ("httpx", "httpx-aiohttp", "aiohttp", "batchyard")
 
 Call = Callable[[], Awaitable[None]]
@@ -49,7 +49,7 @@ async def _drive(call: Call, concurrency: int, count: int, seconds: float) -> di
 
     started = time.perf_counter()
     tasks = [asyncio.create_task(loop()) for _ in range(concurrency)]
-    done, pending = await asyncio.wait(tasks, timeout=seconds + 30)
+    _, pending = await asyncio.wait(tasks, timeout=seconds + 30)
     for task in pending:
         task.cancel()
     elapsed = time.perf_counter() - started
@@ -139,7 +139,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--model", default=BODY["model"], help="the body's model name")
     args = parser.parse_args()
+    BODY["model"] = args.model
     result = run(args.client, args.url, args.concurrency, args.count, args.seconds)
     print(json.dumps({"client": args.client, "concurrency": args.concurrency, **result}))
 

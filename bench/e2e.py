@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from bench.stack import stack, write_input
 from schemas.jobs import JobStatus, RequestState
 from storage.models import REQUESTS
 
-__all__ = ["run_job", "throughput"]
+__all__ = ["Load", "run_job", "throughput"]
 
 
 def run_job(s: Any, path: Path, tier: str, timeout: float) -> dict[str, Any]:
@@ -47,26 +48,38 @@ def run_job(s: Any, path: Path, tier: str, timeout: float) -> dict[str, Any]:
             "job_id": job.id}
 
 
-def throughput(mock: MockProcess, folder: Path, *, db_kind: str, latency_ms: float, count: int,
-               in_flight: int, processes: int, timeout: float = 600) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Load:
+    """What one end-to-end run pushes: requests, upstream latency, worker concurrency."""
+
+    count: int
+    latency_ms: float
+    in_flight: int
+    processes: int = 1
+
+
+def throughput(mock: MockProcess, folder: Path, db_kind: str, load: Load,
+               timeout: float = 600) -> dict[str, Any]:
     """One end-to-end run on a fresh database; also the DB size per stored result."""
-    mock.configure(latency_ms=latency_ms)
+    mock.configure(latency_ms=load.latency_ms)
     mock.reset()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"input-{count}.jsonl"
+    path = folder / f"input-{load.count}.jsonl"
     if not path.exists():
-        write_input(path, count)
-    with stack(db_kind, mock.url, folder / f"e2e-{db_kind}-{latency_ms:g}") as s:
-        s.start_workers(1, "--max-in-flight", str(in_flight), processes=processes)
+        write_input(path, load.count)
+    with stack(db_kind, mock.url, folder / f"e2e-{db_kind}-{load.latency_ms:g}") as s:
+        s.start_workers(1, "--max-in-flight", str(load.in_flight), processes=load.processes)
         empty = size_bytes(s.settings.database_url)
         meter = CpuMeter({"worker": s.workers[0].proc.pid, "mock": mock.proc.pid,
                           "producer": os.getpid()})
         result = run_job(s, path, "bulk", timeout)
         result["cores"] = meter.stop()
         result["db_bytes_per_request"] = round(
-            (size_bytes(s.settings.database_url) - empty) / count)
+            (size_bytes(s.settings.database_url) - empty) / load.count)
         result["worker_peak_rss_mb"] = round(s.worker_peak_rss_mb(), 1)
-        result["upstream_calls"] = mock.stats()["total"]
-        result["max_in_flight_seen"] = mock.stats()["max_in_flight"]
-    result.update(db=db_kind, latency_ms=latency_ms, in_flight=in_flight, processes=processes)
+        stats = mock.stats()
+        result["upstream_calls"] = stats["total"]
+        result["max_in_flight_seen"] = stats["max_in_flight"]
+    result.update(db=db_kind, latency_ms=load.latency_ms, in_flight=load.in_flight,
+                  processes=load.processes)
     return result

@@ -1,13 +1,15 @@
 """Overhead: the time batchyard adds to one request at low load, from a realtime-tier job.
 
-One-request jobs are submitted one after another (nothing else runs), with the mock answering
-at once. For each, three clocks on this one machine:
+One-request jobs are submitted one after another (nothing else runs) and the mock answers at
+once. ``added`` is the headline: ``Producer.submit`` called → the result committed and seen
+by a reader polling every millisecond, minus the upstream call as the worker's client timed it.
+It splits into stages, each from clocks on this one machine:
 
-- ``added``: submit called → result committed and visible to a reader (polled every 1 ms),
-  minus the upstream call as the worker's client timed it. This is the headline: queue,
-  claim, routing, request building, response parsing, pricing and persistence.
-- ``to_upstream``: submit called → the request arrives at the mock (its own clock).
-- ``submit``: how long ``Producer.submit`` itself took (validate, insert, publish).
+- ``producer``: submit called → its chunk message published (validate, insert, commit, publish);
+- ``queue``: published → the row claimed (Redis, Celery's consumer, a feeder thread, the claim);
+- ``worker``: claimed → the outcome handed to the writer, minus the upstream call (claim commit,
+  loop hand-off, routing, request building, response parsing, pricing);
+- ``write``: → committed and visible (the batched write, its commit, the 1 ms poll).
 """
 
 from __future__ import annotations
@@ -18,65 +20,67 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bench.measure import epoch, percentile
 from bench.procs import MockProcess
-from bench.stack import MODEL, stack
+from bench.stack import MODEL, Stack, stack
 from storage.models import JOBS, REQUESTS
 
-__all__ = ["overhead", "percentile"]
+__all__ = ["overhead"]
 
 POLL_S = 0.001
+STAGES = ("added", "producer", "queue", "worker", "write")
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) by nearest rank; 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+class _TimedPublish:
+    """Wraps the producer's publisher to note when the last message went out."""
+
+    def __init__(self, publisher: Any) -> None:
+        self._inner = publisher.publish
+        self.at = 0.0
+        publisher.publish = self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> int:
+        n: int = self._inner(*args, **kwargs)
+        self.at = time.time()
+        return n
 
 
-def _one(s: Any, i: int) -> tuple[float, float, float]:
-    """Submit one realtime request; (submit s, seen s, upstream ms) measured from the call."""
-    engine = s.producer.engine
+def _one(s: Stack, published: _TimedPublish, i: int) -> dict[str, float]:
+    """One realtime request; its stages in ms."""
     started = time.time()
     job = s.producer.submit([{"messages": [{"role": "user", "content": f"ping {i}"}],
                               "max_tokens": 8}], tier="realtime", model=MODEL)
-    submitted = time.time()
     query = select(JOBS.c.completed_at).where(JOBS.c.id == job.id)
-    deadline = started + 30
-    with engine.connect() as conn:
+    with s.producer.engine.connect() as conn:
         while conn.execute(query).scalar() is None:
             conn.rollback()  # a fresh snapshot for the next poll
-            if time.time() > deadline:
+            if time.time() > started + 30:
                 raise TimeoutError(f"realtime job {job.id} not done in 30 s")
             time.sleep(POLL_S)
         seen = time.time()
-        latency = conn.execute(select(REQUESTS.c.latency_ms)
-                               .where(REQUESTS.c.job_id == job.id)).scalar()
-    return submitted - started, seen - started, float(latency or 0.0)
+        claimed, written, upstream_ms = conn.execute(
+            select(JOBS.c.started_at, REQUESTS.c.finished_at, REQUESTS.c.latency_ms)
+            .join(REQUESTS, REQUESTS.c.job_id == JOBS.c.id).where(JOBS.c.id == job.id)).one()
+    upstream = float(upstream_ms or 0.0) / 1000
+    claimed, written = epoch(claimed), epoch(written)
+    stages = {"added": seen - started - upstream, "producer": published.at - started,
+              "queue": claimed - published.at, "worker": written - claimed - upstream,
+              "write": seen - written}
+    return {name: value * 1000 for name, value in stages.items()}
 
 
 def overhead(mock: MockProcess, folder: Path, *, db_kind: str, count: int) -> dict[str, Any]:
-    """``count`` one-request realtime jobs in a row; p50/p99 of each clock, in ms."""
+    """``count`` one-request realtime jobs in a row; p50 (and p99) of each stage, in ms."""
     mock.configure(latency_ms=0)
     with stack(db_kind, mock.url, folder / f"overhead-{db_kind}") as s:
         s.start_workers(1)
-        for i in range(5):  # warm-up: connections, prepared statements, imports
-            _one(s, -i)
-        mock.reset()
-        starts, added, submit = [], [], []
-        for i in range(count):
-            starts.append(time.time())
-            sub, seen, upstream_ms = _one(s, i)
-            submit.append(sub * 1000)
-            added.append(seen * 1000 - upstream_ms)
-        arrivals = sorted(mock.stats(arrivals=True).get("arrivals", {}).get("mock-up", []))
-    to_upstream = [(a - t) * 1000 for a, t in zip(arrivals, starts, strict=False)]
-    return {
-        "db": db_kind, "requests": count,
-        "added_p50_ms": round(percentile(added, 0.5), 2),
-        "added_p99_ms": round(percentile(added, 0.99), 2),
-        "to_upstream_p50_ms": round(percentile(to_upstream, 0.5), 2),
-        "to_upstream_p99_ms": round(percentile(to_upstream, 0.99), 2),
-        "submit_p50_ms": round(percentile(submit, 0.5), 2),
-    }
+        published = _TimedPublish(s.producer.publisher)
+        for i in range(10):  # warm-up: connections, prepared statements, lazy imports
+            _one(s, published, -i)
+        samples = [_one(s, published, i) for i in range(count)]
+    result: dict[str, Any] = {"db": db_kind, "requests": count}
+    for name in STAGES:
+        values = [sample[name] for sample in samples]
+        result[f"{name}_p50_ms"] = round(percentile(values, 0.5), 2)
+        result[f"{name}_p99_ms"] = round(percentile(values, 0.99), 2)
+    return result

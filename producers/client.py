@@ -6,13 +6,17 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kombu.exceptions import KombuError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from producers.auth import Caller
 from producers.parse import InputReader, Source
 from producers.progress import follow
 from producers.publisher import Publisher
@@ -20,7 +24,7 @@ from routing.catalog import load_catalog
 from schemas.batch import BatchOutputLine
 from schemas.catalog import Catalog
 from schemas.destinations import DestinationRefused, check_destination
-from schemas.errors import InputError, InputProblem
+from schemas.errors import DatabaseUnavailableError, InputError, InputProblem
 from schemas.jobs import JobOptions, JobView
 from schemas.keys import Tier
 from schemas.settings import Settings
@@ -40,6 +44,20 @@ __all__ = ["Producer", "new_job_id"]
 log = logging.getLogger(__name__)
 
 
+_UNREACHABLE = (OperationalError, InterfaceError, PoolTimeoutError)
+
+
+@contextmanager
+def _database(consequence: str) -> Iterator[None]:
+    """Turn "the database does not answer" into one clear error that says what it left."""
+    try:
+        yield
+    except _UNREACHABLE as exc:
+        cause = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0]
+        raise DatabaseUnavailableError(
+            f"the database did not answer ({cause}); {consequence}") from exc
+
+
 def new_job_id() -> str:
     """A time-ordered job id in the OpenAI style: ``batch_`` + 24 hex digits."""
     return f"batch_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
@@ -52,13 +70,16 @@ class Producer:
                  catalog: Catalog | None = None) -> None:
         self.settings = settings
         self.engine = engine or make_engine(settings.database_url)
-        ensure_schema(self.engine)
+        with _database("nothing was done"):
+            ensure_schema(self.engine)
+        self.caller = Caller(self.engine, settings.api_key, settings.require_api_key)
         self.catalog = catalog or load_catalog(settings.config)
         self.publisher = Publisher(settings.redis_url)
 
     @classmethod
     def from_env(cls) -> Producer:
-        """A producer configured from REDIS_URL, DATABASE_URL and BATCHYARD_CONFIG."""
+        """A producer configured from REDIS_URL, DATABASE_URL, BATCHYARD_CONFIG and
+        BATCHYARD_API_KEY (the tenant's key; none: the default tenant)."""
         return cls(Settings())
 
     def submit(self, source: Source, *, tier: Tier | str = Tier.STANDARD,
@@ -72,6 +93,7 @@ class Producer:
         (e.g. "24h"), ``routing`` (strategy, require_tags).
         """
         tier = Tier(tier)
+        tenant = self.caller.tenant()
         try:
             opts = JobOptions(metadata=metadata or {}, **options)
         except ValidationError as exc:
@@ -87,23 +109,28 @@ class Producer:
                              max_line_bytes=conf.max_line_bytes, max_problems=conf.max_problems)
         job_id = new_job_id()
         name = str(source) if isinstance(source, str) else type(source).__name__
-        job = NewJob(id=job_id, tier=tier, options=opts, input_name=name)
-        total = create_job(self.engine, job, reader.rows(source), batch=conf.insert_batch,
-                           check=reader.check)
+        job = NewJob(id=job_id, tier=tier, options=opts, input_name=name, tenant_id=tenant)
+        with _database(f"job {job_id} was not stored"):  # one transaction: all or nothing
+            total = create_job(self.engine, job, reader.rows(source), batch=conf.insert_batch,
+                               check=reader.check)
         try:
             self.publisher.publish(job_id, tier, range(total), conf.chunk_sizes[tier])
+            published = True
         except (KombuError, RedisError, OSError) as exc:
             # The job is stored (the database is the truth): the reconciler publishes jobs
             # left undispatched once the broker answers again. Nothing is lost; it waits.
             log.warning("job %s is stored but the broker did not take it (%s); it will be "
                         "queued by the reconciler once the broker answers", job_id, exc)
-            return get_job(self.engine, job_id)
-        mark_dispatched(self.engine, job_id)
-        return get_job(self.engine, job_id)
+            published = False
+        with _database(f"job {job_id} is stored and will run; check it with `status`"):
+            if published:
+                mark_dispatched(self.engine, job_id)
+            return get_job(self.engine, job_id, tenant=tenant)
 
     def status(self, job_id: str) -> JobView:
-        """Counts per state, tokens and cost so far; NotFoundError for an unknown job."""
-        return get_job(self.engine, job_id)
+        """Counts per state, tokens and cost so far; NotFoundError for an unknown job (or
+        another tenant's: the two are indistinguishable)."""
+        return get_job(self.engine, job_id, tenant=self.caller.tenant())
 
     def wait(self, job_id: str, *, progress: bool = False, timeout: float | None = None,
              poll_s: float = 0.25) -> JobView:
@@ -113,12 +140,13 @@ class Producer:
 
     def results(self, job_id: str, *, order: str = "input") -> Iterator[BatchOutputLine]:
         """The job's output lines, streamed from the database page by page."""
-        return iter_results(self.engine, job_id, order=order)
+        return iter_results(self.engine, job_id, order=order, tenant=self.caller.tenant())
 
     def cancel(self, job_id: str) -> JobView:
         """Stop the job: waiting requests are cancelled, running ones finish."""
-        cancel_job(self.engine, job_id)
-        return get_job(self.engine, job_id)
+        tenant = self.caller.tenant()
+        cancel_job(self.engine, job_id, tenant=tenant)
+        return get_job(self.engine, job_id, tenant=tenant)
 
     def close(self) -> None:
         self.publisher.close()

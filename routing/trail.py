@@ -9,8 +9,10 @@ its whole story::
                {"attempt": 1, "model": "large", "deployment": "c", "status": 200, "ms": 80.1}],
      "waits": 2, "last_wait": "a: rpm full (3.2s)"}
 
-``path`` is the fallback path: the model groups that were called, in order. ``waits`` counts
-the times the request waited for capacity or health (those do not use up attempts).
+``path`` is the fallback path: the model groups that were called, in order; ``skipped`` (when
+present) names the groups of the chain the request could not use and why, e.g. a prompt
+longer than their context window. ``waits`` counts the times the request waited for capacity
+or health (those do not use up attempts).
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ class Trail:
         self.data["calls"] = [*self.data["calls"], entry][-MAX_CALLS:]
         if model not in self.data["path"]:
             self.data["path"].append(model)
+
+    def planned(self, skipped: tuple[tuple[str, str], ...]) -> None:
+        """Note the model groups of the chain this request could not use, and why."""
+        if skipped:
+            self.data["skipped"] = dict(skipped)
 
     def waited(self, why: str) -> None:
         """Note a wait for capacity or health."""

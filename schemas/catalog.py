@@ -9,6 +9,8 @@ deployments:
     api_key_env: MOCK_API_KEY        # credentials by environment variable name, never inline
     weight: 1
     pricing: {input: "0.15", output: "0.60", cached_input: "0.075"}   # USD per 1M tokens
+    price_history:                   # optional: prices from a date on (UTC); before the first
+      - {effective_from: "2026-12-01", input: "0.10", output: "0.40"}  # date, `pricing` holds
     rpm: 500                         # requests per limit_window_s (60: per minute), all workers
     tpm: 200000                      # tokens (prompt + completion) per limit_window_s
     max_concurrency: 50              # calls in flight at once, all workers
@@ -30,6 +32,7 @@ routing:                             # optional: how every model group behaves
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -48,6 +51,7 @@ __all__ = [
     "Catalog",
     "Deployment",
     "ModelGroup",
+    "PricePeriod",
     "Pricing",
     "RoutingPolicy",
     "Strategy",
@@ -97,6 +101,24 @@ class Pricing(_Spec):
     batch_discount: Annotated[Decimal, Field(gt=0, le=1)] = Decimal(1)
 
 
+def _utc_instant(value: object) -> object:
+    """A YAML date is midnight UTC; a time without a zone is UTC."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str) and len(value) == 10:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value
+
+
+class PricePeriod(Pricing):
+    """Prices in force from ``effective_from`` until the next period's date. A request is
+    priced at its finish time, so adding a period never changes a cost already recorded."""
+
+    effective_from: Annotated[datetime, BeforeValidator(_utc_instant)]
+
+
 class Deployment(_Spec):
     """One place a model can be served: a provider endpoint and an upstream model name."""
 
@@ -108,6 +130,7 @@ class Deployment(_Spec):
     weight: Annotated[float, Field(gt=0)] = 1.0
     timeout_s: Annotated[float, Field(gt=0)] | None = None
     pricing: Pricing = Pricing()
+    price_history: list[PricePeriod] = []  # dated prices; `pricing` holds before the first
     headers: dict[str, str] = {}
     api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
     api_version: str | None = None  # Azure's api-version query value; the adapter has a default
@@ -126,6 +149,14 @@ class Deployment(_Spec):
     limit_window_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     context_window: _Count | None = None  # prompt + requested output tokens it accepts
     tags: dict[str, _TagValue] = {}  # e.g. {region: eu}; jobs may require tags
+
+    @model_validator(mode="after")
+    def _history_in_order(self) -> Deployment:
+        dates = [p.effective_from for p in self.price_history]
+        if dates != sorted(set(dates)):
+            raise ValueError("price_history: effective_from dates must be distinct and in "
+                             "increasing order")
+        return self
 
     @property
     def limited(self) -> bool:

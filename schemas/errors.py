@@ -4,6 +4,8 @@
     ├── ConfigError                   a settings value or catalog file is wrong
     ├── InputError                    a submitted job is malformed (carries line-numbered problems)
     ├── NotFoundError                 a job (or other object) does not exist for this caller
+    ├── AccessDeniedError             the API key is unknown, revoked or missing where required
+    ├── DatabaseUnavailableError      the database does not answer (retryable)
     ├── RoutingError                  no deployment can serve a model
     │   ├── UnknownModelError         the model name is not in the catalog
     │   ├── NoDeploymentError         none has the required tags or a large enough window
@@ -32,12 +34,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AccessDeniedError",
     "AuthenticationError",
     "BadRequestError",
     "ConfigError",
     "ConnectionFailedError",
     "ContentFilteredError",
     "ContextLengthError",
+    "DatabaseUnavailableError",
     "GatewayError",
     "InputError",
     "InputProblem",
@@ -97,6 +101,19 @@ class NotFoundError(GatewayError):
     """The object does not exist, or is not visible to this caller."""
 
     code = "not_found"
+
+
+class AccessDeniedError(GatewayError):
+    """The caller's API key is unknown, revoked, or missing where one is required."""
+
+    code = "access_denied"
+
+
+class DatabaseUnavailableError(GatewayError):
+    """The database does not answer (down, restarting, unreachable); try again later."""
+
+    retryable = True
+    code = "database_unavailable"
 
 
 class RoutingError(GatewayError):

@@ -130,6 +130,7 @@ class JobView(BaseModel):
     """What ``status`` shows: a job's state, counts, usage and cost so far."""
 
     id: str
+    tenant_id: str = "default"
     status: JobStatus
     tier: Tier
     total: int

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.keys import Tier
@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     upstream: UpstreamSettings = UpstreamSettings()
     producer: ProducerSettings = ProducerSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    api_key: SecretStr | None = Field(
+        default=None, description="BATCHYARD_API_KEY: the caller's key (none: the default tenant)")
+    require_api_key: bool = Field(
+        default=False, description="BATCHYARD_REQUIRE_API_KEY: refuse calls without a key")
 
 
 def read_secret(env_name: str) -> str | None:

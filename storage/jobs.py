@@ -21,6 +21,7 @@ from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.errors import NotFoundError
 from schemas.jobs import TERMINAL_JOB_STATUSES, JobOptions, JobStatus, JobView, RequestState
 from schemas.keys import Tier
+from schemas.tenants import DEFAULT_TENANT
 from storage.models import JOBS, REQUESTS
 from storage.requests import finalize_job
 
@@ -58,6 +59,7 @@ class NewJob:
     tier: Tier
     options: JobOptions = field(default_factory=JobOptions)
     input_name: str = ""
+    tenant_id: str = DEFAULT_TENANT
 
 
 def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch: int,
@@ -73,8 +75,9 @@ def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch
     window = opts.window()
     with engine.begin() as conn:
         conn.execute(insert(_J).values(
-            id=job.id, status=JobStatus.VALIDATING, tier=job.tier.value, total=0, succeeded=0,
-            failed=0, cancelled=0, expired=0, prompt_tokens=0, completion_tokens=0, cost=0,
+            id=job.id, tenant_id=job.tenant_id, status=JobStatus.VALIDATING,
+            tier=job.tier.value, total=0, succeeded=0, failed=0, cancelled=0, expired=0,
+            prompt_tokens=0, completion_tokens=0, cost=0,
             metadata=opts.metadata, input_name=job.input_name, created_at=now,
             webhook_url=opts.webhook_url, completion_window=opts.completion_window,
             expires_at=None if window is None else now + window,
@@ -112,10 +115,18 @@ def mark_dispatched(engine: Engine, job_id: str) -> None:
                      .values(dispatched_at=datetime.now(UTC)))
 
 
-def get_job(engine: Engine, job_id: str) -> JobView:
-    """The job's status, counts per state, tokens and cost; NotFoundError when absent."""
+def _owned(job_id: str, tenant: str | None) -> Any:
+    """The WHERE clause for one job, seen by ``tenant`` (None: internal callers, unscoped).
+    Another tenant's job matches nothing, so it is as absent as a job that never existed."""
+    clause = _J.c.id == job_id
+    return clause if tenant is None else clause & (_J.c.tenant_id == tenant)
+
+
+def get_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> JobView:
+    """The job's status, counts per state, tokens and cost; NotFoundError when absent (or,
+    given ``tenant``, owned by another tenant)."""
     with engine.connect() as conn:
-        job = conn.execute(select(_J).where(_J.c.id == job_id)).first()
+        job = conn.execute(select(_J).where(_owned(job_id, tenant))).first()
         if job is None:
             raise NotFoundError(f"no job {job_id!r}")
         live = conn.execute(
@@ -128,7 +139,8 @@ def get_job(engine: Engine, job_id: str) -> JobView:
         RequestState.CANCELLED: job.cancelled, RequestState.EXPIRED: job.expired,
     })
     return JobView(
-        id=job.id, status=JobStatus(job.status), tier=Tier(job.tier), total=job.total,
+        id=job.id, tenant_id=job.tenant_id, status=JobStatus(job.status), tier=Tier(job.tier),
+        total=job.total,
         counts=counts, prompt_tokens=job.prompt_tokens,
         completion_tokens=job.completion_tokens, cost=job.cost, metadata=job.metadata or {},
         webhook_url=job.webhook_url, completion_window=job.completion_window,
@@ -150,16 +162,16 @@ def _eta(job: Any, now: datetime) -> float | None:
     return round(float(max(left, 0) * elapsed / processed), 1)
 
 
-def cancel_job(engine: Engine, job_id: str) -> None:
+def cancel_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> None:
     """Stop dispatching: waiting requests end ``cancelled``; running ones finish and count."""
     now = datetime.now(UTC)
     with engine.begin() as conn:
         moved = conn.execute(
-            update(_J).where(_J.c.id == job_id, _J.c.status == JobStatus.IN_PROGRESS)
+            update(_J).where(_owned(job_id, tenant), _J.c.status == JobStatus.IN_PROGRESS)
             .values(status=JobStatus.CANCELLING, finalizing_at=now).returning(_J.c.id)
         ).first()
         if moved is None:
-            if conn.execute(select(_J.c.id).where(_J.c.id == job_id)).first() is None:
+            if conn.execute(select(_J.c.id).where(_owned(job_id, tenant))).first() is None:
                 raise NotFoundError(f"no job {job_id!r}")
             return  # already finished or stopping: nothing more to do
         _end_waiting(conn, job_id, RequestState.CANCELLED, now)
@@ -224,12 +236,12 @@ def _end_waiting(conn: Connection, job_id: str, state: RequestState, now: dateti
     return int(n)
 
 
-def iter_results(engine: Engine, job_id: str, *, order: str = "input",
-                 page: int = 1000) -> Iterator[BatchOutputLine]:
+def iter_results(engine: Engine, job_id: str, *, order: str = "input", page: int = 1000,
+                 tenant: str | None = None) -> Iterator[BatchOutputLine]:
     """Every terminal request as an OpenAI Batch output line, in pages (bounded memory)."""
     if order not in ("input", "completion"):
         raise ValueError("order must be 'input' or 'completion'")
-    get_job(engine, job_id)  # NotFoundError for an unknown job
+    get_job(engine, job_id, tenant=tenant)  # NotFoundError for an unknown (or foreign) job
     after: tuple[Any, ...] | None = None
     keys = (_T.c.seq,) if order == "input" else (_T.c.finished_at, _T.c.seq)
     while True:

@@ -9,15 +9,19 @@ from typing import cast
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from schemas.tenants import DEFAULT_TENANT
 from storage.money import Money
 
 __all__ = [
+    "API_KEYS",
     "ATTEMPTS",
     "DELIVERIES",
     "ENDPOINTS",
     "EVENTS",
     "JOBS",
     "REQUESTS",
+    "TENANTS",
+    "ApiKeyRow",
     "Base",
     "DeliveryAttemptRow",
     "DeliveryRow",
@@ -25,6 +29,7 @@ __all__ = [
     "EventRow",
     "JobRow",
     "RequestRow",
+    "TenantRow",
 ]
 
 
@@ -38,6 +43,8 @@ class JobRow(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True,
+                                           default=DEFAULT_TENANT, server_default=DEFAULT_TENANT)
     status: Mapped[str] = mapped_column(String(16), index=True)
     tier: Mapped[str] = mapped_column(String(16))
     total: Mapped[int] = mapped_column(Integer)
@@ -96,7 +103,32 @@ class RequestRow(Base):
         Index("ix_requests_state_not_before", "state", "not_before"),
         Index("ix_requests_state_lease", "state", "lease_until"),
         Index("ix_requests_job_finished", "job_id", "finished_at", "seq"),
+        Index("ix_requests_finished", "finished_at"),
     )
+
+
+class TenantRow(Base):
+    """Who owns jobs; ``limits`` is a ``schemas.tenants.TenantLimits`` as JSON."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    limits: Mapped[dict[str, object] | None] = mapped_column(JSON(none_as_null=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKeyRow(Base):
+    """An API key: its public id, the SHA-256 of the whole key, and whether it was revoked."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, doc="bya_<8 hex>, public")
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(256), default="")
+    secret_hash: Mapped[str] = mapped_column(String(64), doc="hex SHA-256 of the whole key")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class EventRow(Base):
@@ -165,3 +197,5 @@ EVENTS = cast(Table, EventRow.__table__)
 DELIVERIES = cast(Table, DeliveryRow.__table__)
 ATTEMPTS = cast(Table, DeliveryAttemptRow.__table__)
 ENDPOINTS = cast(Table, EndpointRow.__table__)
+TENANTS = cast(Table, TenantRow.__table__)
+API_KEYS = cast(Table, ApiKeyRow.__table__)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, Engine, and_, case, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, case, func, or_, select, update
 
 from schemas.jobs import ACTIVE_JOB_STATUSES, JobStatus, RequestState, RoutingOptions
 from schemas.outcomes import Claimed, Outcome, OutcomeKind
@@ -30,32 +30,36 @@ _T = REQUESTS
 _J = JOBS
 
 
+# Built once: constructing SQLAlchemy expressions per call cost more CPU than the round trips.
+_RUNNABLE = or_(
+    and_(
+        _T.c.state.in_([RequestState.QUEUED, RequestState.DEFERRED]),
+        or_(_T.c.not_before.is_(None), _T.c.not_before <= bindparam("c_due")),
+    ),
+    and_(_T.c.state == RequestState.RUNNING, _T.c.lease_until < bindparam("c_now")),
+)
+_CLAIM = (
+    update(_T)
+    .where(_T.c.job_id == bindparam("c_job"), _T.c.seq.in_(bindparam("c_seqs", expanding=True)),
+           _RUNNABLE)
+    .values(state=RequestState.RUNNING, claim=bindparam("c_token"),
+            lease_until=bindparam("c_until"), attempts=_T.c.attempts + 1)
+    .returning(_T.c.seq, _T.c.custom_id, _T.c.model, _T.c.body, _T.c.attempts, _T.c.route)
+)
+_STARTED = (update(_J).where(_J.c.id == bindparam("c_job"), _J.c.started_at.is_(None))
+            .values(started_at=bindparam("c_at")))
+
+
 def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s: float,
           now: float) -> list[Claimed]:
     """Lease the runnable rows among ``seqs``: queued, due deferrals, and expired leases."""
-    runnable = or_(
-        and_(
-            _T.c.state.in_([RequestState.QUEUED, RequestState.DEFERRED]),
-            or_(_T.c.not_before.is_(None), _T.c.not_before <= now + CLAIM_SKEW_S),
-        ),
-        and_(_T.c.state == RequestState.RUNNING, _T.c.lease_until < now),
-    )
-    stmt = (
-        update(_T)
-        .where(_T.c.job_id == job_id, _T.c.seq.in_(list(seqs)), runnable)
-        .values(state=RequestState.RUNNING, claim=token, lease_until=now + lease_s,
-                attempts=_T.c.attempts + 1)
-        .returning(_T.c.seq, _T.c.custom_id, _T.c.model, _T.c.body, _T.c.attempts,
-                   _T.c.route)
-    )
+    params = {"c_job": job_id, "c_seqs": list(seqs), "c_due": now + CLAIM_SKEW_S, "c_now": now,
+              "c_token": token, "c_until": now + lease_s}
     routing = None
     with engine.begin() as conn:
-        rows = conn.execute(stmt).all()
+        rows = conn.execute(_CLAIM, params).all()
         if rows:
-            conn.execute(
-                update(_J).where(_J.c.id == job_id, _J.c.started_at.is_(None))
-                .values(started_at=datetime.now(UTC))
-            )
+            conn.execute(_STARTED, {"c_job": job_id, "c_at": datetime.now(UTC)})
             # the job's routing options (strategy, required tags): one lookup per chunk
             routing = conn.execute(select(_J.c.routing).where(_J.c.id == job_id)).scalar()
     options = RoutingOptions.model_validate(routing) if routing else None
@@ -86,6 +90,14 @@ class _Delta:
 ROWS_PER_STATEMENT = 1000
 """Outcomes one statement carries (one JSON parameter, so bounded only to keep it modest)."""
 
+_COUNT = update(_J).where(_J.c.id == bindparam("n_job")).values(
+    succeeded=_J.c.succeeded + bindparam("n_ok"),
+    failed=_J.c.failed + bindparam("n_bad"),
+    prompt_tokens=_J.c.prompt_tokens + bindparam("n_in"),
+    completion_tokens=_J.c.completion_tokens + bindparam("n_out"),
+    cost=_J.c.cost + bindparam("n_cost"),
+)
+
 
 def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]:
     """Write a batch of outcomes in one transaction; return the jobs this batch finished.
@@ -112,15 +124,9 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
             defer_rows(conn, part)
         finished = []
         for job_id, delta in deltas.items():
-            conn.execute(
-                update(_J).where(_J.c.id == job_id).values(
-                    succeeded=_J.c.succeeded + delta.succeeded,
-                    failed=_J.c.failed + delta.failed,
-                    prompt_tokens=_J.c.prompt_tokens + delta.prompt_tokens,
-                    completion_tokens=_J.c.completion_tokens + delta.completion_tokens,
-                    cost=_J.c.cost + delta.cost,
-                )
-            )
+            conn.execute(_COUNT, {"n_job": job_id, "n_ok": delta.succeeded, "n_bad": delta.failed,
+                                  "n_in": delta.prompt_tokens, "n_out": delta.completion_tokens,
+                                  "n_cost": delta.cost})
             status = finalize_job(conn, job_id, now)
             if status is not None:
                 finished.append((job_id, status))

@@ -28,6 +28,7 @@ from providers.client import UpstreamClient
 from providers.registry import get_provider
 from routing.limits import Refusal
 from routing.plan import Plan
+from routing.price_book import price_at
 from routing.pricing import cost_of
 from routing.retry import retry_delay
 from routing.router import Router, Ticket
@@ -82,6 +83,7 @@ class Pipeline:
             code = getattr(exc, "code", "invalid_request")
             return Outcome(kind=OutcomeKind.FAILED, error_code=code, error_message=str(exc),
                            route=trail.dumps(), **base)
+        trail.planned(plan.skipped)
         attempt = _Attempt(row, req, plan, trail, base)
         try:
             return await self._attempt(attempt)
@@ -140,7 +142,7 @@ class Pipeline:
         return Outcome(
             kind=OutcomeKind.SUCCEEDED, status_code=result.status_code,
             upstream_request_id=result.request_id[:128], response=json.dumps(result.body),
-            usage=result.usage, cost=cost_of(result.usage, dep.pricing),
+            usage=result.usage, cost=cost_of(result.usage, price_at(dep)),
             latency_ms=round(reply.latency_ms, 3), deployment=dep.name, provider=provider.name,
             route=a.trail.dumps(), **a.base,
         )

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
 from decimal import Decimal
 
-from routing.catalog import parse_catalog
 from routing.pricing import cost_of
 from routing.retry import retry_delay
-from routing.router import Router
 from schemas.catalog import Pricing
 from schemas.chat import Usage
 from storage.money import from_pico, to_pico
@@ -38,16 +35,3 @@ def test_backoff_grows_and_is_capped() -> None:
     delays = [retry_delay(a, base_s=1, max_s=8, rng=rng) for a in range(1, 10)]
     assert all(0.5 <= d <= 8 for d in delays)
     assert max(delays[5:]) > max(delays[:1])
-
-
-def test_weighted_choice_follows_the_weights() -> None:
-    text = """
-deployments:
-  a: {provider: openai, base_url: "http://x", model: a, weight: 1}
-  b: {provider: openai, base_url: "http://x", model: b, weight: 3}
-models:
-  m: {deployments: [a, b]}
-"""
-    router = Router(parse_catalog(text), rng=random.Random(3))
-    picks = Counter(router.pick("m").name for _ in range(4000))
-    assert 0.70 < picks["b"] / 4000 < 0.80

@@ -1,0 +1,162 @@
+"""Tenants and API keys in SQL: create, list, show, revoke, and turn a key into its tenant.
+
+A key is ``bya_<id>_<secret>`` with 8 hex digits of id and 32 bytes of URL-safe secret. Only
+``sha256(key)`` is stored: a key has 256 bits of entropy, so a fast hash is as safe as a slow
+one here (nothing to brute-force) and lets every call check its key with one primary-key read.
+Because every call reads the key row afresh, a revocation takes effect on the next call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from schemas.errors import AccessDeniedError, InputError, InputProblem, NotFoundError
+from schemas.tenants import (
+    KEY_PREFIX,
+    ApiKeyView,
+    NewApiKey,
+    TenantLimits,
+    TenantView,
+    valid_tenant_id,
+)
+from storage.models import API_KEYS, TENANTS
+
+__all__ = [
+    "authenticate",
+    "create_key",
+    "create_tenant",
+    "get_tenant",
+    "list_keys",
+    "list_tenants",
+    "revoke_key",
+    "set_limits",
+]
+
+_T = TENANTS
+_K = API_KEYS
+_SECRET_BYTES = 32
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_tenant(engine: Engine, tenant_id: str, name: str = "",
+                  limits: TenantLimits | None = None) -> TenantView:
+    """A new tenant; InputError if the id is malformed or taken."""
+    try:
+        valid_tenant_id(tenant_id)
+    except ValueError as exc:
+        raise InputError([InputProblem(0, str(exc))]) from None
+    view = TenantView(id=tenant_id, name=name or tenant_id, limits=limits or TenantLimits(),
+                      created_at=datetime.now(UTC))
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(_T).values(id=view.id, name=view.name,
+                                           limits=_limits_json(view.limits),
+                                           created_at=view.created_at))
+    except IntegrityError:
+        raise InputError([InputProblem(0, f"tenant {tenant_id!r} already exists")]) from None
+    return view
+
+
+def set_limits(engine: Engine, tenant_id: str, limits: TenantLimits) -> TenantView:
+    """Replace a tenant's limits (workers read them afresh)."""
+    with engine.begin() as conn:
+        n = conn.execute(update(_T).where(_T.c.id == tenant_id)
+                         .values(limits=_limits_json(limits))).rowcount
+    if not n:
+        raise NotFoundError(f"no tenant {tenant_id!r}")
+    return get_tenant(engine, tenant_id)
+
+
+def _limits_json(limits: TenantLimits) -> dict[str, Any] | None:
+    data = limits.model_dump(mode="json", exclude_defaults=True)
+    return data or None
+
+
+def get_tenant(engine: Engine, tenant_id: str) -> TenantView:
+    """One tenant; NotFoundError when absent."""
+    with engine.connect() as conn:
+        row = conn.execute(select(_T).where(_T.c.id == tenant_id)).first()
+    if row is None:
+        raise NotFoundError(f"no tenant {tenant_id!r}")
+    return _tenant(row)
+
+
+def list_tenants(engine: Engine) -> list[TenantView]:
+    """Every tenant, by id."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(_T).order_by(_T.c.id)).all()
+    return [_tenant(r) for r in rows]
+
+
+def _tenant(row: Any) -> TenantView:
+    return TenantView(id=row.id, name=row.name,
+                      limits=TenantLimits.model_validate(row.limits or {}),
+                      created_at=_utc(row.created_at))
+
+
+def create_key(engine: Engine, tenant_id: str, name: str = "") -> NewApiKey:
+    """A new key for the tenant; the returned ``key`` is the only copy of the secret."""
+    get_tenant(engine, tenant_id)
+    key_id = f"{KEY_PREFIX}{secrets.token_hex(4)}"
+    key = f"{key_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
+    view = ApiKeyView(id=key_id, tenant_id=tenant_id, name=name, created_at=datetime.now(UTC))
+    with engine.begin() as conn:
+        conn.execute(insert(_K).values(id=key_id, tenant_id=tenant_id, name=name,
+                                       secret_hash=_hash(key), created_at=view.created_at))
+    return NewApiKey(key=key, view=view)
+
+
+def list_keys(engine: Engine, tenant_id: str | None = None) -> list[ApiKeyView]:
+    """Keys (of one tenant, or all), newest first; never their secrets."""
+    stmt = select(_K).order_by(_K.c.created_at.desc(), _K.c.id)
+    if tenant_id is not None:
+        stmt = stmt.where(_K.c.tenant_id == tenant_id)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [ApiKeyView(id=r.id, tenant_id=r.tenant_id, name=r.name,
+                       created_at=_utc(r.created_at), revoked_at=_utc(r.revoked_at))
+            for r in rows]
+
+
+def revoke_key(engine: Engine, key_id: str) -> None:
+    """Refuse the key from now on (idempotent); NotFoundError for an unknown id."""
+    key_id = key_id if key_id.count("_") <= 1 else "_".join(key_id.split("_")[:2])
+    with engine.begin() as conn:
+        if conn.execute(select(_K.c.id).where(_K.c.id == key_id)).first() is None:
+            raise NotFoundError(f"no API key {key_id!r}")
+        conn.execute(update(_K).where(_K.c.id == key_id, _K.c.revoked_at.is_(None))
+                     .values(revoked_at=datetime.now(UTC)))
+
+
+def authenticate(engine: Engine, key: str) -> str:
+    """The tenant id of an active key; AccessDeniedError for any other string (one message
+    for unknown, malformed and revoked keys, so a probe learns nothing)."""
+    denied = AccessDeniedError("invalid or revoked API key")
+    parts = key.split("_")
+    if len(parts) < 3 or not key.startswith(KEY_PREFIX):
+        raise denied
+    key_id = f"{parts[0]}_{parts[1]}"
+    with engine.connect() as conn:
+        row = conn.execute(select(_K.c.tenant_id, _K.c.secret_hash, _K.c.revoked_at)
+                           .where(_K.c.id == key_id)).first()
+    if row is None or row.revoked_at is not None:
+        raise denied
+    if not hmac.compare_digest(row.secret_hash, _hash(key)):
+        raise denied
+    return str(row.tenant_id)
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
