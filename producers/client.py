@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from producers.auth import Caller
+from producers.auth import Caller, allowed_names, guarded_rows
 from producers.parse import InputReader, Source
 from producers.progress import follow
 from producers.publisher import Publisher
@@ -38,6 +38,7 @@ from storage import (
     make_engine,
     mark_dispatched,
 )
+from storage.tenants import get_tenant
 
 __all__ = ["Producer", "new_job_id"]
 
@@ -105,14 +106,16 @@ class Producer:
             except DestinationRefused as exc:
                 raise InputError([InputProblem(0, f"job options: webhook_url: {exc}")]) from None
         conf = self.settings.producer
-        reader = InputReader(set(self.catalog.public_names()), default_model=model,
+        limits = get_tenant(self.engine, tenant).limits  # allow-list and max_queued
+        reader = InputReader(allowed_names(self.catalog.public_names(), limits),
+                             default_model=model,
                              max_line_bytes=conf.max_line_bytes, max_problems=conf.max_problems)
         job_id = new_job_id()
         name = str(source) if isinstance(source, str) else type(source).__name__
         job = NewJob(id=job_id, tier=tier, options=opts, input_name=name, tenant_id=tenant)
         with _database(f"job {job_id} was not stored"):  # one transaction: all or nothing
-            total = create_job(self.engine, job, reader.rows(source), batch=conf.insert_batch,
-                               check=reader.check)
+            rows, check = guarded_rows(self.engine, tenant, limits, reader, source)
+            total = create_job(self.engine, job, rows, batch=conf.insert_batch, check=check)
         try:
             self.publisher.publish(job_id, tier, range(total), conf.chunk_sizes[tier])
             published = True

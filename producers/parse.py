@@ -49,7 +49,7 @@ class InputReader:
                 line = self._item_line(number, item)
                 if line is not None:
                     yield from self._accept(number, line)
-        if self.lines == 0:
+        if not self._seen and not self.problem_count:  # nothing but blank lines, or nothing
             self._problem(0, "the input holds no requests")
 
     def check(self) -> None:

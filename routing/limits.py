@@ -33,11 +33,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from routing.health import DeploymentState, Verdict
 from routing.lua import ADMIT, PEEK, SETTLE
+from routing.scripts import ScriptRunner
 from routing.strategies import Ordering
 from schemas.catalog import Deployment, RoutingPolicy
 from schemas.errors import RoutingStateError
@@ -51,8 +51,6 @@ DEFAULT_LATENCY_MS = 1000
 """The typical call duration assumed until a deployment's latency has been measured."""
 HEALTH_TTL_MS = 24 * 3600 * 1000
 """A deployment's health hash lives this long after its last report."""
-REDIS_TIMEOUT_S = 5.0
-POOL_SIZE = 32
 
 _UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
 
@@ -90,8 +88,9 @@ def _keys(dep: Deployment) -> list[str]:
 class Limiter:
     """Admits calls against shared limits and health, settles them, reads the state.
 
-    One per worker process. Its Redis client is created on first use, on the event loop that
-    uses it (the engine's), and closed by ``aclose``.
+    One per worker process. Its Redis client (``routing.scripts``, which batches concurrent
+    calls into one round trip) is created on first use, on the event loop that uses it (the
+    engine's), and closed by ``aclose``.
     """
 
     def __init__(self, redis_url: str, policy: RoutingPolicy, *,
@@ -99,23 +98,14 @@ class Limiter:
         self._url = redis_url
         self._policy = policy
         self._call_timeout_s = call_timeout_s
-        self._redis: aioredis.Redis | None = None
-        self._scripts: dict[str, Any] = {}
-
-    def _client(self) -> aioredis.Redis:
-        if self._redis is None:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self._url, max_connections=POOL_SIZE, timeout=REDIS_TIMEOUT_S,
-                socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
-            self._redis = aioredis.Redis(connection_pool=pool)
-            self._scripts = {name: self._redis.register_script(src) for name, src in
-                             (("admit", ADMIT), ("settle", SETTLE), ("peek", PEEK))}
-        return self._redis
+        self._runner: ScriptRunner | None = None
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        self._client()
+        if self._runner is None:  # created on first use, on the loop that uses it
+            self._runner = ScriptRunner(self._url, {"admit": ADMIT, "settle": SETTLE,
+                                                    "peek": PEEK})
         try:
-            return await self._scripts[name](keys=keys, args=args)
+            return await self._runner.run(name, keys, args)
         except _UNREACHABLE as exc:
             raise RoutingStateError(
                 f"the routing state in Redis does not answer ({type(exc).__name__}: {exc})"
@@ -174,9 +164,9 @@ class Limiter:
         return states
 
     async def aclose(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
+        if self._runner is not None:
+            await self._runner.aclose()
+            self._runner = None
 
 
 def _text(value: bytes | str) -> str:

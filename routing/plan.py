@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from routing.fallbacks import chain
 from routing.tokens import TokenEstimate
 from schemas.catalog import Catalog, Deployment, Strategy
-from schemas.errors import NoDeploymentError, RoutingError
+from schemas.errors import NoDeploymentError
 from schemas.jobs import RoutingOptions
 
 __all__ = ["Plan", "Step", "make_plan"]
@@ -44,17 +44,6 @@ class Plan:
         return next(step for step in self.steps if step.model == model)
 
 
-def _strategy(options: RoutingOptions | None) -> Strategy | None:
-    if options is None or not options.strategy:
-        return None
-    try:
-        return Strategy(options.strategy)
-    except ValueError:
-        known = ", ".join(s.value for s in Strategy)
-        raise RoutingError(f"unknown routing strategy {options.strategy!r}; "
-                           f"choose from {known}") from None
-
-
 def _eligible(deps: list[Deployment], tags: dict[str, str], tokens: TokenEstimate
               ) -> tuple[list[Deployment], str]:
     tagged = [d for d in deps if d.has_tags(tags)]
@@ -72,7 +61,7 @@ def _eligible(deps: list[Deployment], tags: dict[str, str], tokens: TokenEstimat
 def make_plan(catalog: Catalog, group: str, tokens: TokenEstimate,
               options: RoutingOptions | None = None) -> Plan:
     """The plan for a request to model group ``group``; NoDeploymentError if nothing fits."""
-    override = _strategy(options)
+    override = options.strategy if options else None
     tags = dict(options.require_tags) if options else {}
     steps: list[Step] = []
     skipped: list[tuple[str, str]] = []

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.catalog import Strategy
 from schemas.keys import Tier
 
 __all__ = [
@@ -90,7 +91,9 @@ class RoutingOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    strategy: str | None = None
+    strategy: Strategy | None = None
+    """Overrides every model group's strategy (weighted, least_in_flight, lowest_latency,
+    lowest_cost, ordered); an unknown name is rejected at submit."""
     require_tags: dict[str, str] = {}
 
 

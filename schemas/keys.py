@@ -14,10 +14,12 @@ __all__ = [
     "KEY_PREFIX",
     "RECONCILER_LOCK_KEY",
     "ROUTE_KINDS",
+    "TENANT_KINDS",
     "TIER_ORDER",
     "Tier",
     "queue_name",
     "route_key",
+    "tenant_key",
 ]
 
 KEY_PREFIX = "batchyard"
@@ -54,3 +56,17 @@ def route_key(deployment: str, kind: str) -> str:
 def queue_name(tier: Tier | str) -> str:
     """The Celery queue that carries a tier's chunks."""
     return f"{KEY_PREFIX}.{Tier(tier).value}"
+
+
+TENANT_KINDS = ("calls", "held", "spend", "alert", "alerts")
+"""Shared quota state per tenant: ``calls`` (a sorted set of admitted calls: rpm, tpm),
+``held`` (a hash of in-flight reservations), ``spend`` (spend in the current budget period,
+suffixed with the period), ``alert`` (set once a period's soft threshold is crossed, suffixed
+likewise) and ``alerts`` (a stream of budget alert events)."""
+
+
+def tenant_key(tenant: str, kind: str, period: str = "") -> str:
+    """The Redis key of one part of a tenant's quota state (``TENANT_KINDS``)."""
+    if kind not in TENANT_KINDS:
+        raise ValueError(f"unknown tenant state {kind!r}")
+    return f"{KEY_PREFIX}:tenant:{tenant}:{kind}" + (f":{period}" if period else "")

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from schemas.chat import Usage
 from schemas.jobs import RoutingOptions
+from schemas.tenants import DEFAULT_TENANT, TenantLimits
 
 __all__ = ["Claimed", "Outcome", "OutcomeKind"]
 
@@ -35,6 +36,9 @@ class Claimed(BaseModel):
     """The route so far (JSON, see ``routing.trail``): earlier attempts' calls and waits."""
     routing: RoutingOptions | None = None
     """The job's routing options: a strategy override and required deployment tags."""
+    tenant_id: str = DEFAULT_TENANT
+    tenant_limits: TenantLimits | None = None
+    """The tenant's limits as of the claim (read with each chunk, so a change applies soon)."""
 
 
 class Outcome(BaseModel):

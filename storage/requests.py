@@ -11,15 +11,17 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, case, func, or_, select, update
 
 from schemas.jobs import ACTIVE_JOB_STATUSES, JobStatus, RequestState, RoutingOptions
 from schemas.outcomes import Claimed, Outcome, OutcomeKind
+from schemas.tenants import DEFAULT_TENANT, TenantLimits
 from schemas.webhooks import TERMINAL_EVENTS
 from storage.batched import defer_rows, finish_rows
 from storage.events import add_job_event
-from storage.models import JOBS, REQUESTS
+from storage.models import JOBS, REQUESTS, TENANTS
 
 __all__ = ["claim", "finalize_job", "record"]
 
@@ -46,6 +48,9 @@ _CLAIM = (
             lease_until=bindparam("c_until"), attempts=_T.c.attempts + 1)
     .returning(_T.c.seq, _T.c.custom_id, _T.c.model, _T.c.body, _T.c.attempts, _T.c.route)
 )
+_JOB_CONTEXT = (select(_J.c.routing, _J.c.tenant_id, TENANTS.c.limits)
+                .select_from(_J.outerjoin(TENANTS, TENANTS.c.id == _J.c.tenant_id))
+                .where(_J.c.id == bindparam("c_job")))
 _STARTED = (update(_J).where(_J.c.id == bindparam("c_job"), _J.c.started_at.is_(None))
             .values(started_at=bindparam("c_at")))
 
@@ -55,17 +60,20 @@ def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s:
     """Lease the runnable rows among ``seqs``: queued, due deferrals, and expired leases."""
     params = {"c_job": job_id, "c_seqs": list(seqs), "c_due": now + CLAIM_SKEW_S, "c_now": now,
               "c_token": token, "c_until": now + lease_s}
-    routing = None
+    job: Any = None
     with engine.begin() as conn:
         rows = conn.execute(_CLAIM, params).all()
         if rows:
             conn.execute(_STARTED, {"c_job": job_id, "c_at": datetime.now(UTC)})
-            # the job's routing options (strategy, required tags): one lookup per chunk
-            routing = conn.execute(select(_J.c.routing).where(_J.c.id == job_id)).scalar()
-    options = RoutingOptions.model_validate(routing) if routing else None
+            # the job's routing options and its tenant's limits: one lookup per chunk
+            job = conn.execute(_JOB_CONTEXT, {"c_job": job_id}).first()
+    options = RoutingOptions.model_validate(job.routing) if job and job.routing else None
+    tenant = job.tenant_id if job else DEFAULT_TENANT
+    limits = TenantLimits.model_validate(job.limits) if job and job.limits else None
     return [
         Claimed(job_id=job_id, seq=r.seq, custom_id=r.custom_id, model=r.model, body=r.body,
-                attempts=r.attempts, claim=token, route=r.route, routing=options)
+                attempts=r.attempts, claim=token, route=r.route, routing=options,
+                tenant_id=tenant, tenant_limits=limits)
         for r in rows
     ]
 

@@ -35,6 +35,7 @@ __all__ = [
     "get_tenant",
     "list_keys",
     "list_tenants",
+    "live_requests",
     "revoke_key",
     "set_limits",
 ]
@@ -160,3 +161,17 @@ def _utc(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+def live_requests(engine: Engine, tenant_id: str) -> int:
+    """The tenant's requests not finished yet (queued, deferred or running)."""
+    from sqlalchemy import func
+
+    from schemas.jobs import RequestState
+    from storage.models import JOBS, REQUESTS
+
+    live = [RequestState.QUEUED.value, RequestState.DEFERRED.value, RequestState.RUNNING.value]
+    stmt = (select(func.count()).select_from(REQUESTS.join(JOBS, JOBS.c.id == REQUESTS.c.job_id))
+            .where(JOBS.c.tenant_id == tenant_id, REQUESTS.c.state.in_(live)))
+    with engine.connect() as conn:
+        return int(conn.execute(stmt).scalar() or 0)

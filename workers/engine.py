@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from providers.client import UpstreamClient
 from routing.limits import Limiter
+from routing.quotas import Quotas
 from routing.router import Router
 from schemas.catalog import Catalog
 from schemas.jobs import ChunkMessage
@@ -62,7 +63,8 @@ class Engine:
         self._client = UpstreamClient(settings.upstream)
         limiter = Limiter(settings.redis_url, catalog.routing,
                           call_timeout_s=settings.upstream.timeout_s)
-        self._pipeline = Pipeline(Router(catalog, limiter), self._client, settings.worker)
+        self._pipeline = Pipeline(Router(catalog, limiter), self._client, settings.worker,
+                                  quotas=Quotas(settings.redis_url))
         self._writer = OutcomeWriter(db, batch=settings.worker.write_batch,
                                      on_written=self._capacity.give,
                                      on_finished=on_finished or _log_finished)

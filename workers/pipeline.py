@@ -30,6 +30,7 @@ from routing.limits import Refusal
 from routing.plan import Plan
 from routing.price_book import price_at
 from routing.pricing import cost_of
+from routing.quotas import Quotas
 from routing.retry import retry_delay
 from routing.router import Router, Ticket
 from routing.trail import Trail
@@ -71,6 +72,7 @@ class Pipeline:
     client: UpstreamClient
     settings: WorkerSettings
     rng: random.Random = field(default_factory=random.Random)
+    quotas: Quotas | None = None
 
     async def run(self, row: Claimed) -> Outcome:
         """The outcome of one attempt; never raises."""
@@ -86,6 +88,8 @@ class Pipeline:
         trail.planned(plan.skipped)
         attempt = _Attempt(row, req, plan, trail, base)
         try:
+            if self.quotas is not None:  # the tenant's limits: reserve, call, settle
+                return await self.quotas.guard(row, plan, lambda: self._attempt(attempt))
             return await self._attempt(attempt)
         except RoutingStateError as exc:
             delay = self.rng.uniform(*STATE_RETRY_S)
@@ -189,3 +193,5 @@ class Pipeline:
 
     async def aclose(self) -> None:
         await self.router.aclose()
+        if self.quotas is not None:
+            await self.quotas.aclose()

@@ -64,7 +64,7 @@ def test_a_million_lines_with_one_bad_line_at_the_end_are_rejected_whole(
     path = tmp_path / "million.jsonl"
     with path.open("w") as fh:
         fh.writelines(LINE % (i, i) for i in range(1_000_000))
-        fh.write('{"custom_id": "last", "unexpected": true}\n')
+        fh.write(LINE.replace('{"custom_id":"r%d"', '{"unexpected":1,"custom_id":"r%d"') % (-1, 0))
 
     report = _probe(stack, path)
 

@@ -97,3 +97,27 @@ def test_report_csv_and_plot(stack: Stack, tmp_path: object) -> None:
     assert len(lines) == 1 and lines[0].startswith("default,small,mock-a,openai,")
     with open(png, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_requests_are_priced_at_the_price_in_force_when_they_finish(stack: Stack) -> None:
+    from tests.stack import CATALOG
+
+    dated = CATALOG.replace(
+        '    pricing: {{input: "0.15", output: "0.60", cached_input: "0.075"}}\n',
+        '    pricing: {{input: "0.15", output: "0.60", cached_input: "0.075"}}\n'
+        '    price_history:\n'
+        '      - {{effective_from: 2020-01-01, input: "3", output: "7"}}\n'
+        '      - {{effective_from: 2999-01-01, input: "100", output: "100"}}\n', 1)
+    assert dated != CATALOG
+    path = stack.tmp / "dated.yaml"
+    path.write_text(dated.format(url=stack.mock_url))
+    stack.start_worker(BATCHYARD_CONFIG=str(path))
+    job = stack.producer.submit([f"q{i}" for i in range(10)], model="small")
+
+    final = stack.producer.wait(job.id, timeout=120)
+
+    in_force = load_catalog(path).deployments["mock-a"].price_history[0]
+    expected = cost_of(Usage(prompt_tokens=final.prompt_tokens,
+                             completion_tokens=final.completion_tokens), in_force)
+    assert final.cost == expected > 0

@@ -93,7 +93,6 @@ def test_weights_1_2_7_share_the_traffic_in_proportion(
     by_model = _stats(mock.url)["by_model"]
     shares = {name: by_model.get(f"up-{name}", 0) / 1000 for name in "abc"}
     # tolerance ±0.05 absolute: over 3.4 standard deviations of a 1000-draw binomial
-    print("FIG shares", shares)
     assert shares == pytest.approx({"a": 0.1, "b": 0.2, "c": 0.7}, abs=0.05)
 
 
@@ -104,7 +103,7 @@ def test_a_failing_deployment_is_cut_off_and_the_job_loses_nothing(
     for m in (mock, second_mock):
         httpx.post(f"{m.url}/_mock/config", json={"latency_ms": 20})
     deps = {"bad": (second_mock.url, ""), "good1": ("{url}", ""), "good2": ("{url}", "")}
-    routing = ("routing:\n  breaker:\n    consecutive_failures: 5\n    cooldown_s: 120\n")
+    routing = ("routing:\n  breaker:\n    consecutive_failures: 5\n    cooldown_s: 30\n")
     stack = _stack(tmp_path, database_url, redis_url, mock,
                    _catalog(deps, "  m:\n    deployments: [bad, good1, good2]\n", routing))
     closing.append(stack)
@@ -118,7 +117,6 @@ def test_a_failing_deployment_is_cut_off_and_the_job_loses_nothing(
     bad_calls = _stats(second_mock.url)["total"]
     # it took 5 failures in a row to open; until then at most 3 × 16 calls were in flight.
     # Without the breaker, a third of 600 requests would have tried it first.
-    print("FIG bad_calls", bad_calls)
     assert 5 <= bad_calls <= 5 + WORKERS * 16
     good = _stats(mock.url)["by_model"]
     assert good.get("up-good1", 0) + good.get("up-good2", 0) == 600
@@ -142,7 +140,6 @@ def test_an_rpm_limit_holds_over_every_window_across_three_workers(
 
     assert final.counts[RequestState.SUCCEEDED] == 30
     stats = _stats(mock.url, window=5, arrivals=1)
-    print("FIG rpm max_in_window", stats["max_in_window"]["up-slow"], "span", stats["arrivals"]["up-slow"][-1] - stats["arrivals"]["up-slow"][0])
     assert stats["max_in_window"]["up-slow"] <= 10
     assert "429" not in stats["by_status"]
     arrivals = stats["arrivals"]["up-slow"]

@@ -93,3 +93,28 @@ def test_keys_are_stored_hashed(stack: Stack, keys: dict[str, str], tmp_path: Pa
     engine.dispose()
     assert all(key.startswith("bya_") for key in keys.values())
     assert not any(key in stored or key.split("_", 2)[2] in stored for key in keys.values())
+
+
+def test_the_model_allow_list_and_max_queued_are_checked_at_submit(stack: Stack) -> None:
+    from schemas.errors import InputError
+    from schemas.tenants import TenantLimits
+
+    engine = make_engine(stack.settings.database_url)
+    create_tenant(engine, "capped", limits=TenantLimits(models=["small-alias"], max_queued=5))
+    capped = _producer(stack, create_key(engine, "capped").key)
+
+    with pytest.raises(InputError, match="line 2: unknown model 'large'"):
+        capped.submit([{"model": "small", "messages": [{"role": "user", "content": "a"}]},
+                       {"model": "large", "messages": [{"role": "user", "content": "b"}]}])
+    first = capped.submit(["a", "b", "c"], model="small")
+    with pytest.raises(InputError, match="may have 5 unfinished requests; it has 3 and this "
+                                         "job adds 3"):
+        capped.submit(["d", "e", "f"], model="small")
+    second = capped.submit(["d", "e"], model="small")
+
+    assert (first.total, second.total) == (3, 2)
+    with engine.connect() as conn:  # the refused job left nothing behind
+        jobs = conn.exec_driver_sql("SELECT count(*) FROM jobs WHERE tenant_id = 'capped'")
+        assert jobs.scalar() == 2
+    capped.close()
+    engine.dispose()

@@ -1,0 +1,80 @@
+"""What a benchmark run measures: the sizes of the full run and of ``--quick``.
+
+Every count and duration is bounded here, so a run's length is known in advance: the full run
+takes about 15 minutes on a 2-core machine, ``--quick`` under 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.e2e import Load
+
+__all__ = ["FULL", "QUICK", "Plan"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of one run."""
+
+    name: str
+    transport: tuple[tuple[int, float], ...]
+    """(in flight, upstream latency ms) pairs for the client comparison."""
+    transport_seconds: float
+    e2e: tuple[tuple[str, Load], ...]
+    """(database, load) end-to-end runs; each is compared with the direct limit."""
+    overhead_requests: int
+    overhead_dbs: tuple[str, ...]
+    priority: Load
+    priority_probes: int
+    scale_lines: int
+    scale_dbs: tuple[str, ...]
+    peer: Load
+    model: tuple[Load, ...]
+    """batchyard runs at the model comparison's latency (one process)."""
+    per_request: tuple[int, ...]
+    """thread counts of the task-per-request worker."""
+    model_requests: int
+
+
+def _e2e(count: int, latencies: tuple[float, ...], dbs: tuple[str, ...]
+         ) -> tuple[tuple[str, Load], ...]:
+    # PostgreSQL takes concurrent writers: two processes of 512. SQLite has one writer at a
+    # time, so one process of 1,024 (two processes measured slower: they wait on its lock).
+    shapes = {"postgres": (512, 2), "sqlite": (1024, 1)}
+    return tuple((db, Load(count, latency, *shapes[db])) for latency in latencies for db in dbs)
+
+
+FULL = Plan(
+    name="full",
+    transport=((64, 0.0), (1024, 0.0), (64, 500.0), (1024, 500.0)),
+    transport_seconds=6.0,
+    e2e=_e2e(20_000, (0.0, 500.0), ("sqlite", "postgres")),
+    overhead_requests=500,
+    overhead_dbs=("sqlite", "postgres"),
+    priority=Load(100_000, 200.0, 512, 2),
+    priority_probes=40,
+    scale_lines=1_000_000,
+    scale_dbs=("sqlite", "postgres"),
+    peer=Load(20_000, 0.0, 128, 2),
+    model=(Load(5_000, 200.0, 64), Load(5_000, 200.0, 512)),
+    per_request=(64, 256),
+    model_requests=5_000,
+)
+
+QUICK = Plan(
+    name="quick",
+    transport=((64, 0.0), (1024, 500.0)),
+    transport_seconds=3.0,
+    e2e=(*_e2e(5_000, (0.0,), ("sqlite", "postgres")), *_e2e(5_000, (500.0,), ("postgres",))),
+    overhead_requests=100,
+    overhead_dbs=("sqlite", "postgres"),
+    priority=Load(20_000, 200.0, 512, 2),
+    priority_probes=10,
+    scale_lines=100_000,
+    scale_dbs=("postgres",),
+    peer=Load(2_000, 0.0, 128, 2),
+    model=(Load(1_500, 200.0, 512),),
+    per_request=(64,),
+    model_requests=1_500,
+)
