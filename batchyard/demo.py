@@ -76,9 +76,8 @@ TOPICS = ["a haiku about queues", "the capital of France", "why the sky is blue"
 @click.pass_obj
 def demo(settings: Settings, n: int, latency_ms: float, error_rate: float, workdir: Path) -> None:
     """Run the demo: mock upstream + one worker + two jobs on two tiers, then a summary."""
-    from mock_upstream.server import start_in_thread
-
     from mock_upstream.config import MockConfig
+    from mock_upstream.server import start_in_thread
 
     workdir.mkdir(parents=True, exist_ok=True)
     db_path = workdir / "demo.db"

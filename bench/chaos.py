@@ -23,11 +23,13 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -40,6 +42,7 @@ from bench.procs import MockProcess, WorkerProcess
 from producers import Producer
 from schemas.jobs import JobStatus, RequestState
 from schemas.settings import Settings
+from schemas.webhooks import WebhookSettings, new_secret
 from storage import get_job, iter_results
 from storage import models as _models
 
@@ -57,6 +60,8 @@ deployments:
 models:
   chaos-model:
     deployments: [mock]
+routing:  # the one deployment fails 17% of calls: let its breaker cool down for 2 s, not 15
+  breaker: {{consecutive_failures: 20, cooldown_s: 2}}
 """
 
 
@@ -96,6 +101,34 @@ class RedisServer:
         self.stop()
         time.sleep(down_s)  # an outage of this length, not synchronisation
         self.start()
+
+
+class WebhookReceiver(ThreadingHTTPServer):
+    """Answers every webhook POST with 204 and keeps its (webhook-id, event type)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str]] = []
+        super().__init__(("127.0.0.1", 0), _WebhookHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+    def event_ids(self, kind: str) -> set[str]:
+        return {event_id for event_id, t in list(self.received) if t == kind}
+
+
+class _WebhookHandler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+        assert isinstance(self.server, WebhookReceiver)
+        self.server.received.append((self.headers.get("webhook-id", ""), body.get("type", "")))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
 
 
 def _free_port() -> int:
@@ -249,10 +282,12 @@ class Report:
     elapsed_s: float
     events: list[str]
     upstream: dict[str, Any]
+    webhook_ids: int
+    """Distinct ``webhook-id``s of the job.completed POSTs the receiver got (must be 1)."""
 
     @property
     def passed(self) -> bool:
-        return not self.audit.problems()
+        return not self.audit.problems() and self.webhook_ids == 1
 
     def text(self) -> str:
         p = self.plan
@@ -262,8 +297,12 @@ class Report:
                 f"elapsed              {self.elapsed_s:.1f}s",
                 f"upstream calls       {self.upstream.get('total')} "
                 f"{self.upstream.get('by_status')}"]
-        verdict = "PASS" if self.passed else "FAIL: " + "; ".join(self.audit.problems())
-        return "\n".join([*head, *self.audit.lines_of_report(), verdict])
+        problems = [*self.audit.problems(), *(
+            [] if self.webhook_ids == 1 else [f"{self.webhook_ids} job.completed webhook ids"])]
+        verdict = "PASS" if self.passed else "FAIL: " + "; ".join(problems)
+        return "\n".join([*head, *self.audit.lines_of_report(),
+                          f"job.completed ids    {self.webhook_ids} (webhook POSTs received)",
+                          verdict])
 
 
 def write_input(path: Path, count: int) -> list[str]:
@@ -352,10 +391,13 @@ def _run_job(plan: Plan, folder: Path, url: str, server: RedisServer,
     catalog.write_text(CATALOG.format(url=mock.url))
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": server.url,
            "BATCHYARD_CONFIG": str(catalog), "BATCHYARD_CHAOS_KEY": "sk-chaos",
+           "BATCHYARD_WEBHOOKS__SECRET": new_secret(), "BATCHYARD_WEBHOOKS__ALLOW": "127.0.0.1",
            **plan.worker_env()}
     ids = write_input(folder / "input.jsonl", plan.requests)
     cluster = _Cluster(env, folder, rng)
-    producer = Producer(Settings(database_url=url, redis_url=server.url, config=catalog))
+    receiver = WebhookReceiver()
+    producer = Producer(Settings(database_url=url, redis_url=server.url, config=catalog,
+                                 webhooks=WebhookSettings(allow=["127.0.0.1"])))
 
     def restart_redis() -> str:
         server.restart(plan.redis_down_s)
@@ -364,15 +406,20 @@ def _run_job(plan: Plan, folder: Path, url: str, server: RedisServer,
     try:
         cluster.start(plan.workers)
         started = time.monotonic()
-        job = producer.submit(str(folder / "input.jsonl"), tier="bulk")
+        job = producer.submit(str(folder / "input.jsonl"), tier="bulk",
+                              webhook_url=receiver.url)
         actions = [cluster.kill_one] * plan.kills + [restart_redis] * plan.redis_restarts
         events = _drive(producer, job.id, actions, plan, rng)
         elapsed = time.monotonic() - started
+        deadline = time.monotonic() + 30
+        while not receiver.event_ids("job.completed") and time.monotonic() < deadline:
+            time.sleep(0.2)  # the webhook is POSTed after the job ends
         return Report(plan, audit_job(producer.engine, job.id, ids), elapsed, events,
-                      mock.stats())
+                      mock.stats(), len(receiver.event_ids("job.completed")))
     finally:
         cluster.stop()
         producer.close()
+        receiver.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -394,7 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out is not None:
         out.write_text(json.dumps({"plan": vars(plan), "audit": vars(report.audit),
                                    "elapsed_s": report.elapsed_s, "events": report.events,
-                                   "upstream": report.upstream, "passed": report.passed},
+                                   "upstream": report.upstream, "webhook_ids": report.webhook_ids,
+                                   "passed": report.passed},
                                   indent=2, default=str))
     return 0 if report.passed else 1
 

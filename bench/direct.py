@@ -48,16 +48,19 @@ async def _drive(call: Call, concurrency: int, count: int, seconds: float) -> di
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
+    cpu = time.process_time()
     tasks = [asyncio.create_task(loop()) for _ in range(concurrency)]
     _, pending = await asyncio.wait(tasks, timeout=seconds + 30)
     for task in pending:
         task.cancel()
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     latencies.sort()
     ok = len(latencies)
     return {
         "requests": ok, "errors": errors, "seconds": round(elapsed, 3),
         "rps": round(ok / elapsed, 1) if elapsed else 0.0,
+        "cpu_ms_per_request": round(cpu * 1000 / ok, 3) if ok else None,
         "p50_ms": round(latencies[ok // 2] * 1000, 2) if ok else None,
         "p99_ms": round(latencies[min(ok - 1, int(ok * 0.99))] * 1000, 2) if ok else None,
     }

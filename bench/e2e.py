@@ -74,6 +74,8 @@ def throughput(mock: MockProcess, folder: Path, db_kind: str, load: Load,
                           "producer": os.getpid()})
         result = run_job(s, path, "bulk", timeout)
         result["cores"] = meter.stop()
+        result["worker_cpu_ms_per_request"] = round(
+            result["cores"]["worker"] * result["seconds"] * 1000 / result["requests"], 3)
         result["db_bytes_per_request"] = round(
             (size_bytes(s.settings.database_url) - empty) / load.count)
         result["worker_peak_rss_mb"] = round(s.worker_peak_rss_mb(), 1)

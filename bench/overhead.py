@@ -25,13 +25,13 @@ from bench.procs import MockProcess
 from bench.stack import MODEL, Stack, stack
 from storage.models import JOBS, REQUESTS
 
-__all__ = ["overhead"]
+__all__ = ["TimedPublish", "overhead"]
 
 POLL_S = 0.001
 STAGES = ("added", "producer", "queue", "worker", "write")
 
 
-class _TimedPublish:
+class TimedPublish:
     """Wraps the producer's publisher to note when the last message went out."""
 
     def __init__(self, publisher: Any) -> None:
@@ -45,7 +45,7 @@ class _TimedPublish:
         return n
 
 
-def _one(s: Stack, published: _TimedPublish, i: int) -> dict[str, float]:
+def _one(s: Stack, published: TimedPublish, i: int) -> dict[str, float]:
     """One realtime request; its stages in ms."""
     started = time.time()
     job = s.producer.submit([{"messages": [{"role": "user", "content": f"ping {i}"}],
@@ -74,7 +74,7 @@ def overhead(mock: MockProcess, folder: Path, *, db_kind: str, count: int) -> di
     mock.configure(latency_ms=0)
     with stack(db_kind, mock.url, folder / f"overhead-{db_kind}") as s:
         s.start_workers(1)
-        published = _TimedPublish(s.producer.publisher)
+        published = TimedPublish(s.producer.publisher)
         for i in range(10):  # warm-up: connections, prepared statements, lazy imports
             _one(s, published, -i)
         samples = [_one(s, published, i) for i in range(count)]

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from bench.e2e import Load
 from bench.measure import epoch, percentile
+from bench.overhead import TimedPublish
 from bench.procs import MockProcess
 from bench.stack import MODEL, stack, write_input
 from schemas.jobs import RequestState
@@ -40,10 +41,13 @@ def priority(mock: MockProcess, folder: Path, db_kind: str, load: Load, probes: 
         backlog = s.producer.submit(str(path), tier="bulk")
         submit_s = time.time() - started
         sent: list[tuple[str, float]] = []
+        published = TimedPublish(s.producer.publisher)
+        queued: list[float] = []
         for i in range(probes):
             t0 = time.time()
             job = s.producer.submit([f"urgent {i}"], tier="realtime", model=MODEL)
             sent.append((job.id, t0))
+            queued.append(published.at - t0)
             time.sleep(PROBE_INTERVAL_S)
         left = s.producer.status(backlog.id)
         pending = sum(left.counts.get(state, 0) for state in
@@ -59,6 +63,7 @@ def priority(mock: MockProcess, folder: Path, db_kind: str, load: Load, probes: 
         "pickup_p50_ms": round(percentile(pickup, 0.5) * 1000, 1),
         "pickup_p95_ms": round(percentile(pickup, 0.95) * 1000, 1),
         "pickup_max_ms": round(max(pickup) * 1000, 1),
+        "published_p95_ms": round(percentile(queued, 0.95) * 1000, 1),
         "done_p95_ms": round(percentile(done, 0.95) * 1000, 1),
         "worker_peak_rss_mb": round(rss, 1), "latency_ms": load.latency_ms,
         "in_flight": load.in_flight, "processes": load.processes,

@@ -94,7 +94,9 @@ class Producer:
         (e.g. "24h"), ``routing`` (strategy, require_tags).
         """
         tier = Tier(tier)
-        tenant = self.caller.tenant()
+        with _database("the job was not stored"):
+            tenant = self.caller.tenant()
+            limits = get_tenant(self.engine, tenant).limits  # allow-list and max_queued
         try:
             opts = JobOptions(metadata=metadata or {}, **options)
         except ValidationError as exc:
@@ -106,7 +108,6 @@ class Producer:
             except DestinationRefused as exc:
                 raise InputError([InputProblem(0, f"job options: webhook_url: {exc}")]) from None
         conf = self.settings.producer
-        limits = get_tenant(self.engine, tenant).limits  # allow-list and max_queued
         reader = InputReader(allowed_names(self.catalog.public_names(), limits),
                              default_model=model,
                              max_line_bytes=conf.max_line_bytes, max_problems=conf.max_problems)

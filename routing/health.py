@@ -33,6 +33,9 @@ class Verdict(StrEnum):
     FAIL = "fail"
     THROTTLED = "throttled"
     NEUTRAL = "neutral"
+    VOID = "void"
+    """No answer to judge (the call was cancelled, or failed on our side): only the admission
+    is freed, and a probe's turn passes to the next call."""
 
 
 def verdict_for(error: UpstreamError | None) -> Verdict:

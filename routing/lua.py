@@ -197,7 +197,7 @@ return {0, math.floor(sick_wait or 0), 0, 'unhealthy', reasons}
 SETTLE = _PRELUDE + """
 -- KEYS: window, tokens, health of one deployment.
 -- ARGV: now, member, actual tokens, keep in window (1/0), window ms, verdict (ok, fail,
--- throttled, neutral), latency ms (0: none), probe (1/0), cooldown after a 429 ms,
+-- throttled, neutral, void), latency ms (0: none), probe (1/0), cooldown after a 429 ms,
 -- consecutive failures, failure rate, min calls, failure window ms, breaker cooldown ms,
 -- latency alpha, health ttl ms.
 -- Returns 1 when this report opened the breaker, else 0.
@@ -217,6 +217,10 @@ if redis.call('ZREM', z, member) == 1 then
 end
 
 local verdict, probe = ARGV[6], ARGV[8] == '1'
+if verdict == 'void' then
+  if probe then redis.call('HSET', h, 'probe_until', 0) end
+  return 0
+end
 local f = redis.call('HMGET', h, 'open_until', 'win_start', 'win_calls', 'win_fails')
 local open_until, win_start, calls, fails = num(f[1]), num(f[2]), num(f[3]), num(f[4])
 if now - win_start >= tonumber(ARGV[13]) then win_start, calls, fails = now, 0, 0 end

@@ -18,7 +18,7 @@ import random
 from collections.abc import Set
 from dataclasses import dataclass
 
-from routing.health import cooldown_after, verdict_for
+from routing.health import Verdict, cooldown_after, verdict_for
 from routing.limits import Admission, Limiter, Refusal
 from routing.plan import Plan, make_plan
 from routing.strategies import order
@@ -94,14 +94,15 @@ class Router:
                        tuple(reason for r in unhealthy for reason in r.reasons))
 
     async def release(self, ticket: Ticket, error: UpstreamError | None, *, tokens: int,
-                      latency_ms: float | None = None) -> None:
-        """Report how the call ended. Never raises: the call's result matters more."""
+                      latency_ms: float | None = None, verdict: Verdict | None = None) -> None:
+        """Report how the call ended (``verdict`` overrides the one ``error`` implies). Never
+        raises: the call's result matters more."""
         if self.limiter is None or not ticket.admission.member:
             return
         try:
             opened = await self.limiter.settle(
-                ticket.admission, verdict_for(error), tokens=tokens, latency_ms=latency_ms,
-                cool_s=cooldown_after(error, self.policy))
+                ticket.admission, verdict or verdict_for(error), tokens=tokens,
+                latency_ms=latency_ms, cool_s=cooldown_after(error, self.policy))
         except RoutingStateError as exc:
             log.warning("could not report a call to %s: %s", ticket.deployment.name, exc)
             return

@@ -82,17 +82,19 @@ class ScriptRunner:
                 pipe.evalsha(self._shas[call.name], len(call.keys), *call.keys, *call.args)
             replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # the connection failed: every call of the batch learns it
-            for call in batch:
-                if not call.future.done():
-                    call.future.set_exception(exc)
+            _fail(batch, exc)
             return
         missing = [c for c, r in zip(batch, replies, strict=True) if isinstance(r, NoScriptError)]
-        if missing and False:
-            for name in {c.name for c in missing}:
-                await self._client().script_load(self._sources[name])
-            await self._send(missing, retry=False)
+        if missing and retry:
+            try:
+                for name in {c.name for c in missing}:
+                    await self._client().script_load(self._sources[name])
+            except Exception as exc:
+                _fail(missing, exc)
+            else:
+                await self._send(missing, retry=False)
         for call, reply in zip(batch, replies, strict=True):
-            if call.future.done() or (retry and call in missing):
+            if call.future.done():  # answered by the retry, or its caller went away
                 continue
             if isinstance(reply, Exception):
                 call.future.set_exception(reply)
@@ -105,3 +107,9 @@ class ScriptRunner:
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
+
+
+def _fail(calls: list[_Call], exc: BaseException) -> None:
+    for call in calls:
+        if not call.future.done():
+            call.future.set_exception(exc)

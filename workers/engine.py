@@ -25,10 +25,11 @@ from routing.quotas import Quotas
 from routing.router import Router
 from schemas.catalog import Catalog
 from schemas.jobs import ChunkMessage
+from schemas.keys import Tier
 from schemas.outcomes import Claimed, Outcome, OutcomeKind
 from schemas.settings import Settings
 from storage.requests import claim
-from workers.capacity import Capacity
+from workers.capacity import Capacity, default_reserve
 from workers.pipeline import Pipeline
 from workers.writer import OutcomeWriter
 
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 TAKE_WAIT_S = 1.0
 CLAIM_RETRY_FIRST_S = 0.2
 CLAIM_RETRY_MAX_S = 10.0
+CLAIM_MIN_ROWS = 16
+"""A full engine claims rows in groups as slots free up, not one transaction per row."""
+PRIORITY_TIERS = frozenset({Tier.REALTIME, Tier.HIGH})
+"""Tiers whose chunks may use the engine's reserved slots (see workers/capacity.py)."""
 
 
 class ShuttingDown(Exception):
@@ -53,7 +58,10 @@ class Engine:
         self._settings = settings.worker
         self._db = db
         self._token = secrets.token_hex(8)
-        self._capacity = Capacity(settings.worker.max_in_flight)
+        self._capacity = Capacity(settings.worker.max_in_flight,
+                                  default_reserve(settings.worker.max_in_flight))
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._turn = threading.Lock()  # non-priority chunks start one at a time
         self._closing = threading.Event()
         self._running: dict[tuple[str, int], Claimed] = {}
         self._loop = asyncio.new_event_loop()
@@ -74,13 +82,32 @@ class Engine:
         return self._capacity.used
 
     def accept(self, msg: ChunkMessage) -> int:
-        """Start the chunk's runnable rows; return how many started. Blocks while full."""
+        """Start the chunk's runnable rows; return how many started. Blocks while full.
+
+        Realtime and high chunks go straight for slots (and may use the reserved ones). The
+        others take turns, one chunk at a time: when the engine is full, chunks sharing the
+        freed slots would all end together, holding every feeder (and so the next message,
+        however urgent) for as long as a whole round; one at a time, a feeder frees up every
+        chunk's worth of slots, and the broker hands it the most urgent message waiting.
+        """
+        if msg.tier in PRIORITY_TIERS:
+            return self._start_chunk(msg, priority=True)
+        while not self._turn.acquire(timeout=TAKE_WAIT_S):
+            if self._closing.is_set():
+                raise ShuttingDown(f"{len(msg.seqs)} requests of {msg.job_id} not started")
+        try:
+            return self._start_chunk(msg, priority=False)
+        finally:
+            self._turn.release()
+
+    def _start_chunk(self, msg: ChunkMessage, *, priority: bool) -> int:
         pending = list(msg.seqs)
         started = 0
         while pending:
             if self._closing.is_set():
                 raise ShuttingDown(f"{len(pending)} requests of {msg.job_id} not started")
-            n = self._capacity.take(len(pending), timeout=TAKE_WAIT_S)
+            n = self._capacity.take(len(pending), timeout=TAKE_WAIT_S,
+                                    at_least=CLAIM_MIN_ROWS, priority=priority)
             if n == 0:
                 continue
             part, pending = pending[:n], pending[n:]
@@ -92,9 +119,17 @@ class Engine:
             self._capacity.give(n - len(rows))
             for row in rows:
                 self._running[(row.job_id, row.seq)] = row
-                asyncio.run_coroutine_threadsafe(self._run(row), self._loop)
+            if rows:  # one wake-up of the loop per claim, not one per row
+                self._loop.call_soon_threadsafe(self._start, rows)
             started += len(rows)
         return started
+
+    def _start(self, rows: list[Claimed]) -> None:
+        """On the loop: one task per row, referenced until done (the loop keeps weak refs)."""
+        for row in rows:
+            task = self._loop.create_task(self._run(row))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _claim(self, job_id: str, seqs: list[int]) -> list[Claimed]:
         """Lease rows; while the database is unreachable, wait and try again (nothing is lost)."""

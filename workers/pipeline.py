@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from providers.client import UpstreamClient
 from providers.registry import get_provider
+from routing.health import Verdict
 from routing.limits import Refusal
 from routing.plan import Plan
 from routing.price_book import price_at
@@ -129,15 +130,16 @@ class Pipeline:
     async def _call(self, a: _Attempt, ticket: Ticket) -> Outcome | UpstreamError:
         """Call the admitted deployment; an Outcome on success, else the error to handle."""
         dep = ticket.deployment
-        provider = get_provider(dep.provider)
         try:
+            provider = get_provider(dep.provider)
             reply = await self.client.send(provider, a.req, dep)
         except UpstreamError as exc:
             await self.router.release(ticket, exc, tokens=a.plan.tokens.prompt)
             a.trail.call(a.row.attempts, ticket, status=exc.status, error=exc.code)
             return exc
-        except BaseException:
-            await self.router.release(ticket, None, tokens=ticket.admission.tokens)
+        except BaseException:  # a bug or a cancellation: free the admission, then go on up
+            await self.router.release(ticket, None, tokens=ticket.admission.tokens,
+                                      verdict=Verdict.VOID)
             raise
         result = reply.result
         await self.router.release(ticket, None, latency_ms=reply.latency_ms,

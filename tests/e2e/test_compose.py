@@ -55,3 +55,14 @@ def test_docker_compose_config_accepts_the_file_where_the_plugin_exists() -> Non
     result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "-q"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_catalog_the_stack_mounts_is_valid_and_names_its_keys() -> None:
+    from routing.catalog import load_catalog
+
+    services = _compose()["services"]
+    env = services["worker"]["environment"]
+    mounted = ROOT / "examples" / env["BATCHYARD_CONFIG"].removeprefix("/config/")
+    catalog = load_catalog(mounted, secrets=lambda name: env.get(name))
+    for dep in catalog.deployments.values():
+        assert dep.base_url.startswith("http://mock-upstream:"), dep.name

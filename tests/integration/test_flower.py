@@ -42,7 +42,8 @@ def test_flower_shows_workers_queues_and_id_only_task_args(stack: Stack) -> None
                                     tier="high", model="small")
         stack.producer.wait(job.id, timeout=60)
 
-        workers = wait_for(lambda: _get(f"{base}/api/workers?refresh=1"), 30, "Flower to see the worker")
+        workers = wait_for(lambda: _get(f"{base}/api/workers?refresh=1"), 30,
+                           "Flower to see the worker")
         queues = {q["name"] for w in workers.values() for q in w.get("active_queues", [])}
         assert {"batchyard.realtime", "batchyard.high", "batchyard.standard",
                 "batchyard.bulk"} <= queues

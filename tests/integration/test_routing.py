@@ -8,6 +8,7 @@ has its own upstream model name, so ``by_model`` tells which deployment a call w
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,16 @@ from sqlalchemy import func, select
 
 from mock_upstream.config import MockConfig
 from mock_upstream.server import RunningMock, start_in_thread
-from schemas.jobs import JobStatus, RequestState
+from schemas.jobs import JobOptions, JobStatus, RequestState, RoutingOptions
+from schemas.keys import Tier
+from schemas.outcomes import Outcome, OutcomeKind
+from storage import NewJob, claim, create_job, make_engine, record
 from storage.models import RequestRow
 from tests.helpers import wait_for
 from tests.stack import Stack, make_stack
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+"""The worker tests run on SQLite only (slow); the storage test below runs on both."""
 
 WORKERS = 3
 DEPLOYMENT = """\
@@ -77,6 +82,7 @@ def closing() -> Iterator[list[Stack]]:
         s.close()
 
 
+@SQLITE
 def test_weights_1_2_7_share_the_traffic_in_proportion(
         tmp_path: Path, database_url: str, redis_url: str, mock: Any,
         closing: list[Stack]) -> None:
@@ -96,6 +102,7 @@ def test_weights_1_2_7_share_the_traffic_in_proportion(
     assert shares == pytest.approx({"a": 0.1, "b": 0.2, "c": 0.7}, abs=0.05)
 
 
+@SQLITE
 def test_a_failing_deployment_is_cut_off_and_the_job_loses_nothing(
         tmp_path: Path, database_url: str, redis_url: str, mock: Any, second_mock: RunningMock,
         closing: list[Stack]) -> None:
@@ -125,6 +132,7 @@ def test_a_failing_deployment_is_cut_off_and_the_job_loses_nothing(
     assert moved and all(r["calls"][-1]["status"] == 200 for r in moved)
 
 
+@SQLITE
 def test_an_rpm_limit_holds_over_every_window_across_three_workers(
         tmp_path: Path, database_url: str, redis_url: str, mock: Any,
         closing: list[Stack]) -> None:
@@ -152,6 +160,7 @@ def test_an_rpm_limit_holds_over_every_window_across_three_workers(
     assert any(r["waits"] > 0 for r in _routes(stack, job.id))
 
 
+@SQLITE
 def test_a_prompt_longer_than_the_context_window_lands_on_the_fallback(
         tmp_path: Path, database_url: str, redis_url: str, mock: Any,
         closing: list[Stack]) -> None:
@@ -183,6 +192,7 @@ def _eu_stack(tmp_path: Path, database_url: str, redis_url: str, mock: Any,
                   _catalog(deps, "  m:\n    deployments: [eu, us]\n", routing))
 
 
+@SQLITE
 def test_an_eu_only_job_waits_for_its_cooling_deployment_and_never_leaves_eu(
         tmp_path: Path, database_url: str, redis_url: str, mock: Any, second_mock: RunningMock,
         closing: list[Stack]) -> None:
@@ -203,6 +213,7 @@ def test_an_eu_only_job_waits_for_its_cooling_deployment_and_never_leaves_eu(
     assert {c["deployment"] for r in _routes(stack, job.id) for c in r["calls"]} == {"eu"}
 
 
+@SQLITE
 def test_an_eu_only_job_fails_clearly_when_the_policy_says_not_to_wait(
         tmp_path: Path, database_url: str, redis_url: str, mock: Any, second_mock: RunningMock,
         closing: list[Stack]) -> None:
@@ -222,3 +233,31 @@ def test_an_eu_only_job_fails_clearly_when_the_policy_says_not_to_wait(
     assert unavailable, [e.code for e in errors]
     assert "'m' with region=eu" in unavailable[0].message
     assert "eu: breaker open" in unavailable[0].message
+
+
+def test_a_route_is_kept_across_attempts_and_waiting_gives_the_attempt_back(
+        database_url: str) -> None:
+    engine = make_engine(database_url)
+    body = '{"model":"m","messages":[{"role":"user","content":"x"}]}'
+    routing = RoutingOptions(strategy="ordered", require_tags={"region": "eu"})
+    create_job(engine, NewJob("batch_route", Tier.BULK, JobOptions(routing=routing)),
+               [("c0", "m", body)], batch=10, check=lambda: None)
+    now = time.time()
+
+    [first] = claim(engine, "batch_route", [0], "w1", lease_s=60, now=now)
+    record(engine, [Outcome(kind=OutcomeKind.DEFERRED, job_id="batch_route", seq=0, claim="w1",
+                            not_before=now, throttled=True, route='{"calls":[],"waits":1}')])
+    [second] = claim(engine, "batch_route", [0], "w2", lease_s=60, now=now + 1)
+    record(engine, [Outcome(kind=OutcomeKind.DEFERRED, job_id="batch_route", seq=0, claim="w2",
+                            not_before=now, route='{"calls":[{"deployment":"a"}],"waits":1}')])
+    [third] = claim(engine, "batch_route", [0], "w3", lease_s=60, now=now + 2)
+    record(engine, [Outcome(kind=OutcomeKind.SUCCEEDED, job_id="batch_route", seq=0,
+                            claim="w3", route='{"calls":[{"deployment":"b"}],"waits":1}')])
+
+    assert first.routing == routing and first.route is None
+    assert (second.attempts, second.route) == (1, '{"calls":[],"waits":1}')  # given back
+    assert third.attempts == 2 and third.route is not None and '"a"' in third.route
+    with engine.connect() as conn:
+        stored = conn.execute(select(RequestRow.route)).scalar()
+    assert stored == '{"calls":[{"deployment":"b"}],"waits":1}'
+    engine.dispose()

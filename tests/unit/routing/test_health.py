@@ -145,3 +145,22 @@ def test_a_429_cools_the_deployment_down_without_counting_as_broken(make_limiter
     assert cooling.wait_s == pytest.approx(1.5, abs=0.01)
     assert state == "closed"
     assert isinstance(later, Admission)
+
+
+def test_a_void_call_frees_its_slot_and_judges_nothing(make_limiter: Any) -> None:
+    lim: Limiter = make_limiter(CAT)
+
+    async def scenario() -> list[Any]:
+        for i in range(2):
+            await _call(lim, Verdict.FAIL, at=i)
+        await _call(lim, Verdict.VOID, at=2)  # a cancelled call: the streak stays at 2
+        await _call(lim, Verdict.FAIL, at=3)
+        opened = await _breaker(lim, 4)
+        probe = await _call(lim, Verdict.VOID, at=10_004)  # the probe was cancelled
+        return [opened, probe, await lim.admit(A, 1, now_ms=T0 + 10_005)]
+
+    opened, probe, next_probe = run(scenario(), lim)
+
+    assert opened == "open"
+    assert isinstance(probe, Admission) and probe.probe
+    assert isinstance(next_probe, Admission) and next_probe.probe  # its turn passed on

@@ -19,8 +19,8 @@ def test_concurrent_calls_each_get_their_own_reply(redis_url: str) -> None:
     async def main() -> list[list[bytes]]:
         runner = ScriptRunner(redis_url, {"echo": ECHO})
         try:
-            return await asyncio.gather(*(runner.run("echo", [f"k{i}"], [i])
-                                          for i in range(1000)))
+            calls = asyncio.gather(*(runner.run("echo", [f"k{i}"], [i]) for i in range(1000)))
+            return await asyncio.wait_for(calls, 10)
         finally:
             await runner.aclose()
 
@@ -37,7 +37,8 @@ def test_a_script_redis_does_not_know_is_loaded_and_the_call_retried(redis_url: 
     async def main() -> list[object]:
         runner = ScriptRunner(redis_url, {"echo": unseen})
         try:
-            return await asyncio.gather(*(runner.run("echo", ["a"], [i]) for i in range(3)))
+            calls = asyncio.gather(*(runner.run("echo", ["a"], [i]) for i in range(3)))
+            return await asyncio.wait_for(calls, 10)
         finally:
             await runner.aclose()
 

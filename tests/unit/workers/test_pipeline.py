@@ -42,7 +42,7 @@ models:
 class FakeClient:
     """Answers per deployment: a callable raising an error, or a success."""
 
-    def __init__(self, errors: dict[str, Callable[[], Exception]] | None = None) -> None:
+    def __init__(self, errors: dict[str, Callable[[], BaseException]] | None = None) -> None:
         self.errors = errors or {}
         self.calls: list[str] = []
 
@@ -184,3 +184,25 @@ def test_an_unreachable_routing_state_waits_and_sends_nothing() -> None:
     assert out.kind is OutcomeKind.DEFERRED and out.throttled
     assert out.error_code == "routing_unavailable"
     assert client.calls == []
+
+
+def test_a_crashing_call_fails_loudly_and_frees_its_admission(redis_url: str) -> None:
+    cat = parse_catalog(CATALOG)
+    client = FakeClient({"c": lambda: RuntimeError("a bug")})
+
+    async def main() -> tuple[Outcome, int]:
+        limiter = Limiter(redis_url, cat.routing)
+        pipeline = Pipeline(Router(cat, limiter), client,  # type: ignore[arg-type]
+                            WorkerSettings())
+        try:
+            out = await pipeline.run(_row("big"))
+            state = await limiter.peek([cat.deployments["c"]])
+            return out, state["c"].in_flight
+        finally:
+            await pipeline.aclose()
+
+    out, in_flight = asyncio.run(main())
+
+    assert out.kind is OutcomeKind.FAILED and out.error_code == "internal_error"
+    assert "RuntimeError: a bug" in (out.error_message or "")
+    assert in_flight == 0
