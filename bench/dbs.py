@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from storage import make_engine, upgrade
 
-__all__ = ["POSTGRES_URL", "database", "size_bytes"]
+__all__ = ["POSTGRES_URL", "database", "server_cpu_seconds", "size_bytes"]
 
 POSTGRES_URL = os.environ.get(
     "BENCH_POSTGRES_URL",
@@ -67,5 +67,26 @@ def size_bytes(url: str) -> int:
                 return Path(path).stat().st_size
             return int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar()
                        or 0)
+    finally:
+        engine.dispose()
+
+
+def server_cpu_seconds(url: str) -> float:
+    """CPU seconds used so far by the PostgreSQL backends serving this database (0 for SQLite).
+
+    The database is fresh per run, so its backends serve this run alone: their CPU is the
+    database's share, apart from other people's use of the same server.
+    """
+    from bench.procs import cpu_seconds
+
+    engine = make_engine(url)
+    try:
+        if engine.dialect.name != "postgresql":
+            return 0.0
+        with engine.connect() as conn:
+            pids = conn.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()")).scalars().all()
+        return sum(cpu_seconds(int(pid), tree=False) for pid in pids)
     finally:
         engine.dispose()

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bench.dbs import size_bytes
+from bench.dbs import server_cpu_seconds, size_bytes
 from bench.procs import CpuMeter, MockProcess
 from bench.stack import stack, write_input
 from schemas.jobs import JobStatus, RequestState
@@ -74,8 +74,14 @@ def throughput(mock: MockProcess, folder: Path, db_kind: str, load: Load,
                           "producer": os.getpid()})
         result = run_job(s, path, "bulk", timeout)
         result["cores"] = meter.stop()
-        result["worker_cpu_ms_per_request"] = round(
-            result["cores"]["worker"] * result["seconds"] * 1000 / result["requests"], 3)
+        per_request = result["seconds"] * 1000 / result["requests"]
+        result["cpu_ms_per_request"] = {
+            "worker": round(result["cores"]["worker"] * per_request, 3),
+            "producer": round(result["cores"]["producer"] * per_request, 3),
+            "database": round(server_cpu_seconds(s.settings.database_url) * 1000
+                              / result["requests"], 3),
+            "mock": round(result["cores"]["mock"] * per_request, 3),
+        }
         result["db_bytes_per_request"] = round(
             (size_bytes(s.settings.database_url) - empty) / load.count)
         result["worker_peak_rss_mb"] = round(s.worker_peak_rss_mb(), 1)

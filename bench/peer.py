@@ -147,6 +147,8 @@ def peer(mock: MockProcess, folder: Path, *, latency_ms: float, concurrency: int
         result = drive(proxy.url, model=MODEL, concurrency=concurrency, count=count,
                        seconds=600)
         result["cores"] = meter.stop()
+        result["cpu_ms_per_request"] = round(
+            result["cores"]["litellm"] * result["seconds"] * 1000 / max(1, result["requests"]), 3)
         result["upstream_calls"] = mock.stats()["total"]
     finally:
         proxy.stop()

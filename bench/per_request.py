@@ -37,7 +37,7 @@ _local = threading.local()
 _counter = redis.Redis.from_url(REDIS_URL)
 
 
-@app.task(name="bench.call_one")  # type: ignore[untyped-decorator]
+@app.task(name="bench.call_one")
 def call_one(url: str, seq: int) -> None:
     """One request: a pooled sync httpx client per thread, as a thread-pool worker would."""
     client = getattr(_local, "client", None)

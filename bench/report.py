@@ -30,7 +30,8 @@ def _e2e_rows(results: dict[str, Any]) -> Iterator[Row]:
         name = (f"end to end, {r['db']}, {r['latency_ms']:g} ms upstream, {conc} in flight "
                 f"({r['processes']} proc)")
         value = (f"{r['rps']:,.0f} req/s = {r['ratio_to_limit']:.2f}x limit "
-                 f"({r['limit_rps']:,.0f}); cores {_cores(r.get('cores'))}")
+                 f"({r['limit_rps']:,.0f}); CPU/req {_spent(r)}; cores "
+                 f"{_cores(r.get('cores'))}")
         if r["latency_ms"] == 0 and r["db"] == "postgres":
             yield name, value, ">= 1,000 req/s", _verdict(r["rps"] >= 1000)
         elif r["latency_ms"] >= 500:
@@ -87,7 +88,14 @@ def _peer_rows(results: dict[str, Any]) -> Iterator[Row]:
     yield (f"vs LiteLLM proxy ({ours['requests']:,} req, {peer['concurrency']} in flight, "
            f"{ours['latency_ms']:g} ms)",
            f"{peer['ratio']:.1f}x: batchyard {ours['rps']:,.0f} req/s (stored), LiteLLM "
-           f"{theirs['rps']:,.0f} req/s (proxied)", ">= 5x", _verdict(peer["ratio"] >= 5))
+           f"{theirs['rps']:,.0f} req/s (proxied); CPU per request {peer['cpu_ratio']:.1f}x "
+           f"less ({_spent(ours)} vs LiteLLM {theirs['cpu_ms_per_request']} ms)", ">= 5x",
+           _verdict(peer["ratio"] >= 5))
+
+
+def _spent(run: dict[str, Any]) -> str:
+    spent = run.get("cpu_ms_per_request") or {}
+    return " + ".join(f"{k} {v}" for k, v in spent.items() if k != "mock" and v) + " ms"
 
 
 def summary_rows(results: dict[str, Any]) -> list[Row]:
@@ -144,8 +152,8 @@ def print_table(results: dict[str, Any]) -> None:
     clients = Table(title="HTTP clients against the mock, req/s (the limit)")
     for column in ("in flight", "latency ms", "httpx", "httpx-aiohttp", "aiohttp", "batchyard"):
         clients.add_column(column)
-    for row in transport_rows(results):
-        clients.add_row(*row)
+    for cells in transport_rows(results):
+        clients.add_row(*cells)
     console.print(clients)
     for name, section in results.items():
         if isinstance(section, dict) and "error" in section:

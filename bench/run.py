@@ -125,9 +125,13 @@ class Run:
         ours = throughput(self.mock, self.folder, "postgres", load)
         theirs = peer(self.mock, self.folder, latency_ms=load.latency_ms,
                       concurrency=concurrency, count=load.count, workers=load.processes)
-        ratio = None if "error" in theirs else round(ours["rps"] / theirs["rps"], 2)
-        return {"batchyard": ours, "litellm": theirs, "ratio": ratio,
-                "concurrency": concurrency}
+        if "error" in theirs:
+            return {"batchyard": ours, "litellm": theirs, "concurrency": concurrency}
+        spent = ours["cpu_ms_per_request"]
+        ours_cpu = spent["worker"] + spent["producer"] + spent["database"]
+        return {"batchyard": ours, "litellm": theirs, "concurrency": concurrency,
+                "ratio": round(ours["rps"] / theirs["rps"], 2),
+                "cpu_ratio": round(theirs["cpu_ms_per_request"] / ours_cpu, 2)}
 
     def model(self) -> dict[str, Any]:
         count = self.plan.model_requests

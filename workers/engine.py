@@ -41,7 +41,8 @@ TAKE_WAIT_S = 1.0
 CLAIM_RETRY_FIRST_S = 0.2
 CLAIM_RETRY_MAX_S = 10.0
 CLAIM_MIN_ROWS = 16
-"""A full engine claims rows in groups as slots free up, not one transaction per row."""
+"""A full engine claims rows in groups as slots free up, not one transaction per row (a
+group is at most 1/32 of the slots, so a small engine does not idle waiting for one)."""
 PRIORITY_TIERS = frozenset({Tier.REALTIME, Tier.HIGH})
 """Tiers whose chunks may use the engine's reserved slots (see workers/capacity.py)."""
 
@@ -62,6 +63,7 @@ class Engine:
                                   default_reserve(settings.worker.max_in_flight))
         self._tasks: set[asyncio.Task[None]] = set()
         self._turn = threading.Lock()  # non-priority chunks start one at a time
+        self._claim_min = max(1, min(CLAIM_MIN_ROWS, settings.worker.max_in_flight // 32))
         self._closing = threading.Event()
         self._running: dict[tuple[str, int], Claimed] = {}
         self._loop = asyncio.new_event_loop()
@@ -107,7 +109,7 @@ class Engine:
             if self._closing.is_set():
                 raise ShuttingDown(f"{len(pending)} requests of {msg.job_id} not started")
             n = self._capacity.take(len(pending), timeout=TAKE_WAIT_S,
-                                    at_least=CLAIM_MIN_ROWS, priority=priority)
+                                    at_least=self._claim_min, priority=priority)
             if n == 0:
                 continue
             part, pending = pending[:n], pending[n:]

@@ -1,8 +1,8 @@
 """Hostile or broken input: rejected whole, every bad line named, memory bounded, nothing written.
 
 The big files run through ``submit_probe.py`` in a subprocess, which reports the peak resident
-memory the kernel measured for it. Not covered yet: "a model the tenant may not use" needs
-tenants (issue 5).
+memory the kernel measured for it. "A model the tenant may not use" is the tenants' allow-list:
+tests/integration/test_tenants.py covers it (rejected with its line number, nothing left).
 """
 
 from __future__ import annotations

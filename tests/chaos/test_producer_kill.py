@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import func, select
 
 from schemas.jobs import JobStatus
-from schemas.keys import Tier
+from schemas.keys import EPOCH_KEY, Tier
 from storage import NewJob, create_job
 from storage.models import JOBS, REQUESTS
 from tests.helpers import ROOT, wait_for
@@ -83,13 +84,15 @@ def _job_count(stack: Stack) -> int:
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_job_stored_but_never_published_is_published_by_the_reconciler(stack: Stack) -> None:
+    stack.start_worker(BATCHYARD_WORKER__DISPATCH_GRACE_S="1")
+    client = redis.Redis.from_url(stack.settings.redis_url)  # past the first pass, which
+    wait_for(lambda: client.exists(EPOCH_KEY), 30, "the reconciler's first pass")  # publishes all
     rows = [(f"r{i}", "small", json.dumps({"model": "small", "messages": [
         {"role": "user", "content": f"question {i}"}]})) for i in range(100)]
     # what a producer killed between its commit and its first publish leaves behind
     create_job(stack.producer.engine, NewJob(id="batch_orphan", tier=Tier.STANDARD), rows,
                batch=1000, check=lambda: None)
 
-    stack.start_worker(BATCHYARD_WORKER__DISPATCH_GRACE_S="1")
     final = stack.producer.wait("batch_orphan", timeout=60)
 
     assert final.status is JobStatus.COMPLETED and final.counts["succeeded"] == 100

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from bench.chaos import RedisServer, audit_job
+from producers import Producer
 from schemas.jobs import JobStatus
 from schemas.keys import EPOCH_KEY
 from tests.helpers import wait_for
@@ -40,3 +41,22 @@ def test_a_redis_restart_that_loses_every_key_loses_no_request(
     assert audit.problems() == [] and audit.succeeded == 600
     assert after_final.status is JobStatus.COMPLETED  # the producer and workers reconnected
     assert all(w.proc.poll() is None for w in stack.workers)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_job_the_broker_did_not_take_is_stored_and_published_by_the_reconciler(
+        chaos_stack: Stack, private_redis: RedisServer) -> None:
+    stack = chaos_stack
+    stack.start_worker(BATCHYARD_WORKER__DISPATCH_GRACE_S="1")
+    client = redis.Redis.from_url(private_redis.url)
+    wait_for(lambda: client.exists(EPOCH_KEY), 30, "the reconciler's first pass")
+    cut_off = Producer(stack.settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"}))
+
+    job = cut_off.submit([f"question {i}" for i in range(100)], model="small")
+    final = stack.producer.wait(job.id, timeout=60)
+
+    assert job.status is JobStatus.IN_PROGRESS and job.total == 100  # stored, not lost
+    assert final.status is JobStatus.COMPLETED
+    audit = audit_job(stack.producer.engine, job.id, [f"request-{i}" for i in range(1, 101)])
+    assert audit.problems() == [] and audit.succeeded == 100
+    cut_off.close()
