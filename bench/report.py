@@ -120,12 +120,14 @@ def _model_rows(results: dict[str, Any]) -> Iterator[Row]:
 
 
 def transport_rows(results: dict[str, Any]) -> list[list[str]]:
-    """One row per (in flight, latency): req/s of each client."""
-    table: dict[tuple[int, float], dict[str, float]] = {}
+    """One row per (in flight, latency): req/s (and CPU ms per call) of each client."""
+    table: dict[tuple[int, float], dict[str, str]] = {}
     for r in _ok(results.get("transport")):
-        table.setdefault((r["concurrency"], r["latency_ms"]), {})[r["client"]] = r["rps"]
+        cpu = r.get("cpu_ms_per_request")
+        cell = f"{r['rps']:,.0f}" + (f" ({cpu:.2f} ms)" if cpu is not None else "")
+        table.setdefault((r["concurrency"], r["latency_ms"]), {})[r["client"]] = cell
     clients = ("httpx", "httpx-aiohttp", "aiohttp", "batchyard")
-    return [[f"{c:,}", f"{lat:g}", *(f"{row.get(k, 0):,.0f}" for k in clients)]
+    return [[f"{c:,}", f"{lat:g}", *(row.get(k, "-") for k in clients)]
             for (c, lat), row in table.items()]
 
 
@@ -149,7 +151,7 @@ def print_table(results: dict[str, Any]) -> None:
     for row in summary_rows(results):
         table.add_row(*row)
     console.print(table)
-    clients = Table(title="HTTP clients against the mock, req/s (the limit)")
+    clients = Table(title="HTTP clients against the mock: req/s (CPU ms per call)")
     for column in ("in flight", "latency ms", "httpx", "httpx-aiohttp", "aiohttp", "batchyard"):
         clients.add_column(column)
     for cells in transport_rows(results):

@@ -117,7 +117,9 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
     """
     finishing: dict[tuple[str, int], Outcome] = {}
     deferring: dict[tuple[str, int, str], Outcome] = {}
-    for o in outcomes:  # the first outcome of a row wins, as if written one by one
+    # A row's first final outcome wins, and finishes go before deferrals (a deferral needs the
+    # row still running): the same end state as writing the batch one outcome at a time.
+    for o in outcomes:
         if o.kind is OutcomeKind.DEFERRED:
             deferring.setdefault((o.job_id, o.seq, o.claim), o)
         else:

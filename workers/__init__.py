@@ -10,10 +10,13 @@ __all__ = ["create_app", "worker_app"]
 def worker_app(settings: object | None = None) -> object:
     """The fully wired Celery app (task registered, runtime installed)."""
     from schemas.settings import Settings
-    from workers import runtime, tasks
+    from workers import broker, runtime, tasks
 
     conf = settings if isinstance(settings, Settings) else Settings()
     app = create_app(conf)
+    # Consumers need the transport that survives Redis going away (workers/broker.py);
+    # Flower keeps the stock one, whose URL scheme it reads.
+    app.conf.broker_transport = broker.TRANSPORT
     tasks.register(app)
     runtime.install(app, conf)
     return app

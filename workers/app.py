@@ -32,7 +32,6 @@ def create_app(settings: Settings) -> Celery:
     """The worker's Celery app for these settings."""
     app = Celery("batchyard", broker=settings.redis_url, set_as_current=True)
     app.conf.update(
-        broker_transport="workers.broker:Transport",  # survives Redis going away (see there)
         task_queues=tier_queues(),
         task_default_queue=queue_name(TIER_ORDER[2]),
         broker_transport_options={

@@ -21,7 +21,10 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 
-__all__ = ["Channel", "Transport"]
+__all__ = ["TRANSPORT", "Channel", "Transport"]
+
+TRANSPORT = "workers.broker:Transport"
+"""The worker app's ``broker_transport``."""
 
 
 class Channel(kombu_redis.Channel):
@@ -34,6 +37,6 @@ class Channel(kombu_redis.Channel):
 
 
 class Transport(kombu_redis.Transport):
-    """kombu's Redis transport with ``Channel`` above; select it with ``broker_transport``."""
+    """kombu's Redis transport with ``Channel`` above."""
 
     Channel = Channel

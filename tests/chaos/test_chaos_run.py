@@ -25,7 +25,7 @@ def test_a_short_chaos_run_loses_nothing_and_charges_nothing_twice(tmp_path: Pat
 
     print(report.text())
     assert len(report.events) == 3  # every fault happened while the job ran
-    assert report.audit.problems() == []
+    assert report.problems() == []  # and no worker exited by itself, one job.completed id
     assert report.audit.lines == report.audit.distinct == 1000
     assert report.audit.cost_records == report.audit.succeeded
     assert report.upstream["total"] > 1000  # faults made the workers call again
