@@ -156,6 +156,7 @@ class Audit:
     row_totals: tuple[int, int, Decimal]
     terminal_events: int | None
     errors: dict[str, int] = field(default_factory=dict)
+    missing_sample: list[str] = field(default_factory=list)
 
     @property
     def duplicates(self) -> int:
@@ -183,7 +184,7 @@ class Audit:
             f"job status           {self.status}",
             f"output lines         {self.lines} (expected {self.expected})",
             f"distinct custom_ids  {self.distinct}   duplicates {self.duplicates}   "
-            f"missing {self.missing}",
+            f"missing {self.missing} {self.missing_sample or ''}",
             f"succeeded / failed   {self.succeeded} / {self.failed}   errors {self.errors}",
             f"cost records         {self.cost_records} (one per success: "
             f"{self.cost_records == self.succeeded})",
@@ -206,6 +207,7 @@ def audit_job(engine: Engine, job_id: str, expected_ids: Sequence[str]) -> Audit
             succeeded += 1
         else:
             errors[line.error.code] += 1
+    missing = set(expected_ids) - set(seen)
     job = get_job(engine, job_id)
     t = _models.REQUESTS
     with engine.connect() as conn:
@@ -222,7 +224,8 @@ def audit_job(engine: Engine, job_id: str, expected_ids: Sequence[str]) -> Audit
         events = _terminal_events(conn, job_id)
     return Audit(
         status=job.status.value, expected=len(expected_ids), lines=sum(seen.values()),
-        distinct=len(seen), missing=len(set(expected_ids) - set(seen)), succeeded=succeeded,
+        distinct=len(seen), missing=len(missing), missing_sample=sorted(missing)[:5],
+        succeeded=succeeded,
         failed=sum(errors.values()), cost_records=cost_records,
         job_counts=(job.counts.get(RequestState.SUCCEEDED, 0),
                     job.counts.get(RequestState.FAILED, 0)),

@@ -1,7 +1,7 @@
 """What a benchmark run measures: the sizes of the full run and of ``--quick``.
 
 Every count and duration is bounded here, so a run's length is known in advance: the full run
-takes about 15 minutes on a 2-core machine, ``--quick`` under 3.
+takes 13-15 minutes on a 2-core machine, ``--quick`` about 3.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ class Plan:
     scale_lines: int
     scale_dbs: tuple[str, ...]
     peer: Load
+    peer_repeats: int
+    """runs of each side, alternating; the best of each is compared."""
     model: tuple[Load, ...]
     """batchyard runs at the model comparison's latency (one process)."""
     per_request: tuple[int, ...]
@@ -56,6 +58,7 @@ FULL = Plan(
     scale_lines=1_000_000,
     scale_dbs=("sqlite", "postgres"),
     peer=Load(20_000, 0.0, 128, 2),
+    peer_repeats=2,
     model=(Load(5_000, 200.0, 64), Load(5_000, 200.0, 512)),
     per_request=(64, 256),
     model_requests=5_000,
@@ -73,6 +76,7 @@ QUICK = Plan(
     scale_lines=100_000,
     scale_dbs=("postgres",),
     peer=Load(1_000, 0.0, 128, 2),
+    peer_repeats=1,
     model=(Load(1_000, 200.0, 512),),
     per_request=(64,),
     model_requests=1_000,

@@ -12,6 +12,7 @@ __all__ = [
     "CHUNK_TASK",
     "EPOCH_KEY",
     "KEY_PREFIX",
+    "KOMBU_UNACKED_KEY",
     "RECONCILER_LOCK_KEY",
     "ROUTE_KINDS",
     "TENANT_KINDS",
@@ -26,6 +27,9 @@ KEY_PREFIX = "batchyard"
 CHUNK_TASK = "batchyard.run_chunk"
 EPOCH_KEY = f"{KEY_PREFIX}:epoch"
 RECONCILER_LOCK_KEY = f"{KEY_PREFIX}:lock:reconciler"
+KOMBU_UNACKED_KEY = "unacked"
+"""kombu's (default) hash of messages delivered but not yet acknowledged: tag -> [message,
+exchange, routing key]. Read, never written, by the reconciler's stranded-row rule."""
 
 
 class Tier(StrEnum):

@@ -20,6 +20,7 @@ __all__ = [
     "Group",
     "find_due_deferred",
     "find_expired_leases",
+    "find_stranded",
     "find_undispatched_jobs",
     "iter_waiting",
     "mark_requeued",
@@ -64,6 +65,28 @@ def find_expired_leases(engine: Engine, now: float, limit: int) -> list[Group]:
     )
     with engine.connect() as conn:
         return _grouped([tuple(r) for r in conn.execute(stmt).all()])
+
+
+def find_stranded(engine: Engine, tier: Tier, limit: int) -> list[Group]:
+    """Queued requests of a tier's running, dispatched jobs: asked for when the broker holds
+    no message of that tier at all, so none of these has one left, whatever lost it.
+
+    Job by job (the jobs index, then each job's (job_id, state) index): a join would walk
+    every queued row of every tier, a million for a bulk backlog, on every pass.
+    """
+    jobs = select(_J.c.id).where(_J.c.tier == tier.value, _J.c.status == JobStatus.IN_PROGRESS,
+                                 _J.c.dispatched_at.is_not(None))
+    groups: list[Group] = []
+    with engine.connect() as conn:
+        for job_id in conn.execute(jobs).scalars().all():
+            seqs = list(conn.execute(select(_T.c.seq).where(
+                _T.c.job_id == job_id, _T.c.state == RequestState.QUEUED).limit(limit)).scalars())
+            if seqs:
+                groups.append((job_id, tier, seqs))
+                limit -= len(seqs)
+            if limit <= 0:
+                break
+    return groups
 
 
 def mark_requeued(engine: Engine, job_id: str, seqs: Sequence[int], now: float) -> None:

@@ -8,12 +8,14 @@ One worker at a time runs it (a Redis lock); every interval it:
 5. stops jobs whose completion window ran out (waiting requests end ``batch_expired``) and
    ends what raced a cancel or an expiry (storage/jobs.py explains), before rules 2 and 3
    look at deferrals and leases (which skip stopped jobs);
-6. adds throttled ``job.progress`` webhook events when ``webhooks.progress_interval_s`` > 0.
+6. adds throttled ``job.progress`` webhook events when ``webhooks.progress_interval_s`` > 0;
+7. re-publishes the queued rows of a tier for which the broker holds no message at all.
 Publishing twice is harmless: a claim runs each row once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -26,7 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from producers.publisher import Publisher
-from schemas.keys import EPOCH_KEY, RECONCILER_LOCK_KEY, Tier
+from schemas.keys import EPOCH_KEY, KOMBU_UNACKED_KEY, RECONCILER_LOCK_KEY, Tier, queue_name
 from schemas.settings import Settings
 from storage import recovery
 from storage.events import add_progress_events
@@ -104,6 +106,7 @@ class Reconciler:
                 seqs = select_runnable_seqs(conn, job_id)
             counts["undispatched"] += self._publish(job_id, tier, seqs)
             mark_dispatched(self._db, job_id)
+        counts["stranded"] = self._stranded()
         if any(counts.values()):
             log.info("reconciler re-published %s", counts)
         return counts
@@ -115,6 +118,27 @@ class Reconciler:
         if interval > 0:
             counts["progress_events"] = add_progress_events(self._db, interval, now)
         return counts
+
+    def _stranded(self) -> int:
+        """Publish again the queued rows of every tier for which the broker holds no message.
+
+        A queued row of a dispatched job must have a message, in its queue or held
+        unacknowledged by a worker. When a tier has neither, its queued rows lost theirs
+        (a worker killed between popping a message and recording it as unacknowledged, a
+        redelivered message acknowledged twice, a publish that landed in a Redis that then
+        died): whatever the cause, they are published again once the tier runs dry.
+        """
+        try:
+            held = {json.loads(v)[2] for v in self._redis.hvals(KOMBU_UNACKED_KEY)}
+        except (ValueError, TypeError, IndexError):
+            return 0  # an entry we cannot read: assume every tier may be held
+        count = 0
+        for tier in Tier:
+            if queue_name(tier) in held or self._redis.llen(queue_name(tier)):
+                continue
+            for job_id, _, seqs in recovery.find_stranded(self._db, tier, BATCH_LIMIT):
+                count += self._publish(job_id, tier, seqs)
+        return count
 
     def _publish(self, job_id: str, tier: Tier, seqs: list[int]) -> int:
         if seqs:

@@ -38,7 +38,7 @@ def _nothing_written(stack: Stack) -> bool:
     with stack.producer.engine.connect() as conn:
         jobs = conn.execute(select(func.count()).select_from(JOBS)).scalar()
         rows = conn.execute(select(func.count()).select_from(REQUESTS)).scalar()
-    return jobs == rows == 0
+    return bool(jobs == rows == 0)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

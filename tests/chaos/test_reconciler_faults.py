@@ -1,11 +1,13 @@
-"""The reconciler outlives the faults it repairs: a broker that fails mid-pass, a bug.
+"""The reconciler outlives the faults it repairs, and finds messages the broker lost.
 
-A reconciler thread that died, or a "Redis lost its data" pass marked done before it finished,
-would leave queued requests without a message for good; these tests drive it directly.
+A reconciler thread that died, a "Redis lost its data" pass marked done before it finished, or
+a message lost without Redis restarting would leave queued requests without a message for
+good; these tests drive the reconciler directly.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 
@@ -13,9 +15,9 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError
 
-from schemas.keys import EPOCH_KEY, Tier
+from schemas.keys import EPOCH_KEY, KOMBU_UNACKED_KEY, Tier, queue_name
 from schemas.settings import Settings
-from storage import NewJob, create_job, make_engine
+from storage import NewJob, create_job, make_engine, mark_dispatched
 from tests.helpers import wait_for
 from workers.reconciler import Reconciler
 
@@ -78,3 +80,38 @@ def test_the_reconciler_thread_survives_any_failed_pass(
 
     failed = [r for r in caplog.records if "reconciler pass failed" in r.getMessage()]
     assert len(failed) == 3
+
+
+def _dispatched_reconciler(sqlite_url: str, redis_url: str, publisher: FlakyPublisher
+                           ) -> Reconciler:
+    """One dispatched bulk job of ten queued rows, and an epoch: no other rule fires."""
+    reconciler = _reconciler(sqlite_url, redis_url, publisher, jobs=1)
+    mark_dispatched(make_engine(sqlite_url), "batch_0")
+    redis.Redis.from_url(redis_url).set(EPOCH_KEY, "1")
+    return reconciler
+
+
+def test_queued_rows_whose_messages_were_lost_are_published_again(sqlite_url: str,
+                                                                  redis_url: str) -> None:
+    publisher = FlakyPublisher(0, RuntimeError())
+    reconciler = _dispatched_reconciler(sqlite_url, redis_url, publisher)
+
+    counts = reconciler.tick()  # the bulk queue is empty and nothing is unacknowledged
+
+    assert counts["stranded"] == 10 and sorted(publisher.published) == list(range(10))
+
+
+@pytest.mark.parametrize("where", ["queued", "unacknowledged"])
+def test_queued_rows_are_left_alone_while_their_tier_holds_a_message(
+        sqlite_url: str, redis_url: str, where: str) -> None:
+    publisher = FlakyPublisher(0, RuntimeError())
+    reconciler = _dispatched_reconciler(sqlite_url, redis_url, publisher)
+    client = redis.Redis.from_url(redis_url)
+    if where == "queued":
+        client.lpush(queue_name(Tier.BULK), "a message")
+    else:
+        client.hset(KOMBU_UNACKED_KEY, "tag", json.dumps([{}, "x", queue_name(Tier.BULK)]))
+
+    counts = reconciler.tick()
+
+    assert counts["stranded"] == 0 and publisher.published == []

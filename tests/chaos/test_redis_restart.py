@@ -1,7 +1,9 @@
-"""Redis restarted with every key gone: queued messages, deferrals, locks, the epoch.
+"""Redis losing messages: restarted with every key gone, down at submit, or dropping chunks.
 
 The database is the truth: the reconciler notices the lost epoch key and publishes every queued
-row again, deferred rows come back when due, and workers and producers reconnect by themselves.
+row again, deferred rows come back when due, workers and producers reconnect by themselves, a
+job the broker did not take is published once it is old enough, and queued rows of a tier
+whose queue ran dry without them are published again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import redis
 from bench.chaos import RedisServer, audit_job
 from producers import Producer
 from schemas.jobs import JobStatus
-from schemas.keys import EPOCH_KEY
+from schemas.keys import EPOCH_KEY, Tier, queue_name
 from tests.helpers import wait_for
 from tests.stack import Stack
 
@@ -60,3 +62,22 @@ def test_a_job_the_broker_did_not_take_is_stored_and_published_by_the_reconciler
     audit = audit_job(stack.producer.engine, job.id, [f"request-{i}" for i in range(1, 101)])
     assert audit.problems() == [] and audit.succeeded == 100
     cut_off.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_chunks_the_broker_lost_without_restarting_are_run_anyway(
+        chaos_stack: Stack, private_redis: RedisServer) -> None:
+    stack = chaos_stack
+    client = redis.Redis.from_url(private_redis.url)
+    stack.start_worker()
+    wait_for(lambda: client.exists(EPOCH_KEY), 30, "the reconciler's first pass")
+    stack.workers[0].stop()
+    job = stack.producer.submit([f"question {i}" for i in range(200)], model="small")
+
+    assert client.delete(queue_name(Tier.STANDARD)) == 1  # every chunk lost; the epoch stays
+    stack.start_worker()
+    final = stack.producer.wait(job.id, timeout=60)
+
+    assert final.status is JobStatus.COMPLETED
+    audit = audit_job(stack.producer.engine, job.id, [f"request-{i}" for i in range(1, 201)])
+    assert audit.problems() == [] and audit.succeeded == 200

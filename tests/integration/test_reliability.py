@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -36,7 +37,8 @@ def stack(tmp_path: Path, database_url: str, redis_url: str, mock: object) -> It
     s.close()
 
 
-SHORT_LEASE = {"BATCHYARD_WORKER__LEASE_S": "3", "BATCHYARD_WORKER__VISIBILITY_TIMEOUT_S": "3"}
+SHORT_LEASE: dict[str, Any] = {"BATCHYARD_WORKER__LEASE_S": "3",
+                               "BATCHYARD_WORKER__VISIBILITY_TIMEOUT_S": "3"}
 
 
 def _mock(stack: Stack, **config: object) -> None:
@@ -107,7 +109,8 @@ def test_each_upstream_fault_ends_with_its_error_class_after_the_attempt_limit(
     codes = {cid: line.error.code for cid, line in lines.items() if line.error}
     assert codes == {cid: code for cid, (_, code) in FAULTS.items()}
     for cid in FAULTS:
-        assert "gave up after 3 attempts" in lines[cid].error.message  # type: ignore[union-attr]
+        error = lines[cid].error
+        assert error is not None and "gave up after 3 attempts" in error.message
     stats = httpx.get(f"{stack.mock_url}/_mock/stats").json()
     assert stats["total"] == 3 * len(FAULTS) + 1  # every fault retried, up to the limit
     audit = audit_job(stack.producer.engine, job.id, [*FAULTS, "ok"])
@@ -151,7 +154,8 @@ def _upstream_total(stack: Stack) -> int:
 def test_sigterm_finishes_calls_in_flight_and_hands_back_the_chunks_it_had_not_started(
         stack: Stack) -> None:
     _mock(stack, latency_ms=2000)
-    long_waits = {"BATCHYARD_WORKER__VISIBILITY_TIMEOUT_S": "3600"}  # no redelivery by timeout
+    # no redelivery by the visibility timeout: what comes back, the SIGTERM handed back
+    long_waits: dict[str, Any] = {"BATCHYARD_WORKER__VISIBILITY_TIMEOUT_S": "3600"}
     first = stack.start_worker("--max-in-flight", "16", **long_waits)
     job = stack.producer.submit([f"question {i}" for i in range(300)], model="small")
     wait_for(lambda: _in_flight(stack) >= 8, 30, "calls in flight on the first worker")
