@@ -46,18 +46,18 @@ deployments:
     api_key_env: BATCHYARD_DEMO_KEY
     weight: 1
     pricing: {{input: "0.15", output: "0.60", batch_discount: "0.5"}}
-  mock-anthropic:
+  second:
     provider: {second_provider}
     base_url: {second_url}
-    model: claude-3-5-haiku-20241022
+    model: {second_upstream}
     api_key_env: BATCHYARD_DEMO_KEY
     pricing: {{input: "0.80", output: "4.00", cached_input: "0.08"}}
 models:
   gpt-4o-mini:
     aliases: [mini]
     deployments: [mock-openai-a, mock-openai-b]
-  claude-3-5-haiku:
-    deployments: [mock-anthropic]
+  {second_model}:
+    deployments: [second]
 """
 
 TOPICS = ["a haiku about queues", "the capital of France", "why the sky is blue",
@@ -73,8 +73,12 @@ TOPICS = ["a haiku about queues", "the capital of France", "why the sky is blue"
               help="Share of mock 500s (retried by the workers).")
 @click.option("--workdir", default="var/demo", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
+@click.option("--local-model", is_flag=True,
+              help="Serve the high-tier job from a real Gemma 3 270M on llama.cpp "
+                   "(needs the extra batchyard[local-model]) instead of the mock.")
 @click.pass_obj
-def demo(settings: Settings, n: int, latency_ms: float, error_rate: float, workdir: Path) -> None:
+def demo(settings: Settings, n: int, latency_ms: float, error_rate: float, workdir: Path,
+         local_model: bool) -> None:
     """Run the demo: mock upstream + one worker + two jobs on two tiers, then a summary."""
     from mock_upstream.config import MockConfig
     from mock_upstream.server import start_in_thread
@@ -91,9 +95,13 @@ def demo(settings: Settings, n: int, latency_ms: float, error_rate: float, workd
                                           error_rate=error_rate, seed=7))
         stack.callback(mock.stop)
         console.print(f"[bold]upstream[/] mock upstream at {mock.url}")
+        second = {"second_provider": "anthropic", "second_url": f"{mock.url}/v1",
+                  "second_upstream": "claude-3-5-haiku-20241022",
+                  "second_model": "claude-3-5-haiku"}
+        if local_model:
+            second = _start_local_model(stack)
         catalog = workdir / "catalog.yaml"
-        catalog.write_text(CATALOG.format(url=mock.url, second_provider="anthropic",
-                                          second_url=f"{mock.url}/v1"))
+        catalog.write_text(CATALOG.format(url=mock.url, **second))
         run = settings.model_copy(update={"database_url": f"sqlite:///{db_path}",
                                           "redis_url": redis_url, "config": catalog})
         console.print(f"[bold]database[/] {run.database_url}")
@@ -101,8 +109,28 @@ def demo(settings: Settings, n: int, latency_ms: float, error_rate: float, workd
         os.environ["BATCHYARD_DEMO_KEY"] = env["BATCHYARD_DEMO_KEY"]
         worker = _start_worker(env, workdir / "worker.log")
         stack.callback(_stop_worker, worker)
-        jobs = _submit_and_follow(run, n, worker)
+        jobs = _submit_and_follow(run, n, worker, second["second_model"])
         _summary(run, jobs, time.monotonic() - started, workdir)
+
+
+def _start_local_model(stack: ExitStack) -> dict[str, str]:
+    from batchyard.local_model import start_local_model
+
+    port = _free_port()
+    console.print("[bold]upstream[/] starting Gemma 3 270M on llama.cpp (first run assembles "
+                  "the model file)…")
+    local = stack.enter_context(start_local_model(port))
+    console.print(f"[bold]upstream[/] local model at {local.base_url}")
+    return {"second_provider": "llamacpp", "second_url": local.base_url,
+            "second_upstream": local.model_name, "second_model": local.model_name}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _worker_env(run: Settings) -> dict[str, str]:
@@ -129,18 +157,22 @@ def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
             worker.wait()
 
 
-def _prompts(count: int, offset: int) -> list[str]:
-    return [f"Write {TOPICS[(i + offset) % len(TOPICS)]} (#{i + offset})" for i in range(count)]
+def _prompts(count: int, offset: int) -> list[dict[str, object]]:
+    """Chat bodies (the model is given at submit); short answers keep a real model quick."""
+    return [{"max_tokens": 48, "messages": [
+        {"role": "user", "content": f"Write {TOPICS[(i + offset) % len(TOPICS)]} (#{i + offset})"}]}
+        for i in range(count)]
 
 
-def _submit_and_follow(run: Settings, n: int, worker: subprocess.Popen[bytes]) -> list[JobView]:
+def _submit_and_follow(run: Settings, n: int, worker: subprocess.Popen[bytes],
+                       second_model: str) -> list[JobView]:
     from producers import Producer
 
     producer = Producer(run)
     n_high = max(1, n // 6)
     bulk = producer.submit(_prompts(n - n_high, 0), tier=Tier.BULK, model="gpt-4o-mini",
                            metadata={"demo": "bulk"})
-    high = producer.submit(_prompts(n_high, n), tier=Tier.HIGH, model="claude-3-5-haiku",
+    high = producer.submit(_prompts(n_high, n), tier=Tier.HIGH, model=second_model,
                            metadata={"demo": "high"})
     jobs = [bulk, high]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
