@@ -1,7 +1,7 @@
 """What a benchmark run measures: the sizes of the full run and of ``--quick``.
 
 Every count and duration is bounded here, so a run's length is known in advance: the full run
-takes 13-15 minutes on a 2-core machine, ``--quick`` about 3.
+takes 10-17 minutes on a 2-core machine (more when others load it), ``--quick`` about 2.5.
 """
 
 from __future__ import annotations

@@ -81,6 +81,9 @@ class Run:
 
     def close(self) -> None:
         self.mock.stop()
+        for data in self.folder.rglob("*.jsonl"):  # input files, up to 185 MB; logs stay
+            data.unlink()
+        print(f"worker and LiteLLM logs: {self.folder}")
 
     # -- the sections ------------------------------------------------------------------------
 
