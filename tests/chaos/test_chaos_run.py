@@ -1,4 +1,4 @@
-"""The chaos run of ``bench/chaos.py``, at the test suite's size.
+"""The chaos run of ``bench.chaos`` (``python -m bench.chaos``), at the test suite's size.
 
 1,000 requests on a faulty mock upstream (10% 500s, 5% 429s, 2% timeouts), three workers, two
 SIGKILLs and one Redis restart that loses every key; the job must end with every line once,
