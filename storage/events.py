@@ -24,6 +24,7 @@ from schemas.webhooks import DeliveryState, EventResults, EventType, JobEventDat
 from storage.models import ATTEMPTS, DELIVERIES, ENDPOINTS, EVENTS, JOBS
 
 __all__ = [
+    "EVENT_COLUMNS",
     "AttemptRecord",
     "DueDelivery",
     "add_job_event",
@@ -46,8 +47,15 @@ def new_event_id() -> str:
     return f"msg_{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
 
 
+EVENT_COLUMNS = tuple(_J.c[name] for name in (
+    "id", "status", "tier", "total", "succeeded", "failed", "cancelled", "expired",
+    "prompt_tokens", "completion_tokens", "cost", "metadata", "webhook_url", "created_at",
+    "started_at", "finalizing_at", "completed_at", "expires_at"))
+"""The columns of a jobs row that ``add_job_event`` reads."""
+
+
 def job_event_data(job: Any) -> JobEventData:
-    """The event data for a row of the jobs table (every column selected)."""
+    """The event data for a row of the jobs table (at least ``EVENT_COLUMNS``)."""
     errors = job.failed + job.cancelled + job.expired
     return JobEventData(
         id=job.id, status=job.status, tier=job.tier,

@@ -20,7 +20,7 @@ from schemas.outcomes import Claimed, Outcome, OutcomeKind
 from schemas.tenants import DEFAULT_TENANT, TenantLimits
 from schemas.webhooks import TERMINAL_EVENTS
 from storage.batched import defer_rows, finish_rows
-from storage.events import add_job_event
+from storage.events import EVENT_COLUMNS, add_job_event
 from storage.models import JOBS, REQUESTS, TENANTS
 
 __all__ = ["claim", "finalize_job", "record"]
@@ -98,12 +98,16 @@ class _Delta:
 ROWS_PER_STATEMENT = 1000
 """Outcomes one statement carries (one JSON parameter, so bounded only to keep it modest)."""
 
-_COUNT = update(_J).where(_J.c.id == bindparam("n_job")).values(
-    succeeded=_J.c.succeeded + bindparam("n_ok"),
-    failed=_J.c.failed + bindparam("n_bad"),
-    prompt_tokens=_J.c.prompt_tokens + bindparam("n_in"),
-    completion_tokens=_J.c.completion_tokens + bindparam("n_out"),
-    cost=_J.c.cost + bindparam("n_cost"),
+_DONE = _J.c.succeeded + _J.c.failed + _J.c.cancelled + _J.c.expired
+_ACTIVE = [s.value for s in ACTIVE_JOB_STATUSES]
+_COUNT = (
+    update(_J).where(_J.c.id == bindparam("n_job"))
+    .values(succeeded=_J.c.succeeded + bindparam("n_ok"),
+            failed=_J.c.failed + bindparam("n_bad"),
+            prompt_tokens=_J.c.prompt_tokens + bindparam("n_in"),
+            completion_tokens=_J.c.completion_tokens + bindparam("n_out"),
+            cost=_J.c.cost + bindparam("n_cost"))
+    .returning(_J.c.status, _DONE.label("done"), _J.c.total)
 )
 
 
@@ -113,7 +117,12 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
     A handful of statements per batch, whatever its size (round trips and statement parsing
     are the cost on PostgreSQL; see storage/batched.py): one UPDATE for the finished rows,
     whose RETURNING names the rows this batch moved out of a non-terminal state, so only those
-    are charged and counted; one for the deferrals; one per job for its counters.
+    are charged and counted; one for the deferrals; one per job for its counters, whose
+    RETURNING tells whether the job may end (only then is ``finalize_job``'s UPDATE sent).
+
+    Locks are taken in one order by every writer, so two writers never wait on each other in
+    a cycle (PostgreSQL would abort one as a deadlock): request rows by (job id, seq), then
+    the jobs' counter rows by job id.
     """
     finishing: dict[tuple[str, int], Outcome] = {}
     deferring: dict[tuple[str, int, str], Outcome] = {}
@@ -127,16 +136,20 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
     deltas: dict[str, _Delta] = defaultdict(_Delta)
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        for part in _parts(list(finishing.values())):
+        for part in _parts([finishing[k] for k in sorted(finishing)]):
             for job_id, seq in finish_rows(conn, part, now):
                 deltas[job_id].add(finishing[(job_id, seq)])
-        for part in _parts(list(deferring.values())):
+        for part in _parts([deferring[k] for k in sorted(deferring)]):
             defer_rows(conn, part)
         finished = []
-        for job_id, delta in deltas.items():
-            conn.execute(_COUNT, {"n_job": job_id, "n_ok": delta.succeeded, "n_bad": delta.failed,
-                                  "n_in": delta.prompt_tokens, "n_out": delta.completion_tokens,
-                                  "n_cost": delta.cost})
+        for job_id in sorted(deltas):
+            delta = deltas[job_id]
+            job = conn.execute(_COUNT, {
+                "n_job": job_id, "n_ok": delta.succeeded, "n_bad": delta.failed,
+                "n_in": delta.prompt_tokens, "n_out": delta.completion_tokens,
+                "n_cost": delta.cost}).first()
+            if job is None or job.status not in _ACTIVE or job.done < job.total:
+                continue  # finalize_job would find nothing to do: skip its statement
             status = finalize_job(conn, job_id, now)
             if status is not None:
                 finished.append((job_id, status))
@@ -147,6 +160,21 @@ def _parts(items: list[Outcome]) -> list[list[Outcome]]:
     return [items[i : i + ROWS_PER_STATEMENT] for i in range(0, len(items), ROWS_PER_STATEMENT)]
 
 
+_AT = bindparam("f_now", type_=_J.c.completed_at.type)
+_FINALIZE = (
+    update(_J)
+    .where(_J.c.id == bindparam("f_job"), _J.c.status.in_(_ACTIVE), _J.c.total <= _DONE)
+    .values(status=case(
+                (_J.c.status == JobStatus.CANCELLING, JobStatus.CANCELLED.value),
+                (_J.c.expired > 0, JobStatus.EXPIRED.value),
+                (and_(_J.c.total > 0, _J.c.failed >= _J.c.total), JobStatus.FAILED.value),
+                else_=JobStatus.COMPLETED.value),
+            completed_at=_AT, finalizing_at=func.coalesce(_J.c.finalizing_at, _AT))
+    .returning(*EVENT_COLUMNS)
+)
+"""Built once; RETURNING only the columns the job's event reads."""
+
+
 def finalize_job(conn: Connection, job_id: str, now: datetime) -> str | None:
     """End the job if every request is terminal; the status it ended with, once, else None.
 
@@ -155,21 +183,7 @@ def finalize_job(conn: Connection, job_id: str, now: datetime) -> str | None:
     (the webhook outbox) is inserted here, in the caller's transaction: the UPDATE moves a job
     out of an active status once, so the event exists exactly once, whoever finishes the job.
     """
-    done = _J.c.succeeded + _J.c.failed + _J.c.cancelled + _J.c.expired
-    final = case(
-        (_J.c.status == JobStatus.CANCELLING, JobStatus.CANCELLED.value),
-        (_J.c.expired > 0, JobStatus.EXPIRED.value),
-        (and_(_J.c.total > 0, _J.c.failed >= _J.c.total), JobStatus.FAILED.value),
-        else_=JobStatus.COMPLETED.value,
-    )
-    row = conn.execute(
-        update(_J)
-        .where(_J.c.id == job_id, _J.c.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
-               done >= _J.c.total)
-        .values(status=final, completed_at=now, finalizing_at=func.coalesce(_J.c.finalizing_at,
-                                                                            now))
-        .returning(*_J.c)
-    ).first()
+    row = conn.execute(_FINALIZE, {"f_job": job_id, "f_now": now}).first()
     if row is None:
         return None
     add_job_event(conn, row, TERMINAL_EVENTS[JobStatus(row.status)], now)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Update, event
 
 from schemas.chat import Usage
 from schemas.jobs import JobStatus, RequestState
@@ -60,6 +61,29 @@ def test_an_outcome_recorded_twice_is_charged_and_counted_once(engine: Engine) -
     assert view.counts[RequestState.SUCCEEDED] == 2
     assert view.cost == Decimal("0.000246913578")
     assert view.prompt_tokens == 20 and view.completion_tokens == 10
+
+
+def test_a_batch_over_several_jobs_locks_their_rows_in_job_id_order(engine: Engine) -> None:
+    # Two writers locking the same jobs' counter rows in opposite orders deadlock on
+    # PostgreSQL (one is aborted and retried): every batch takes them in job id order.
+    low, high = _job(engine, n=2), _job(engine, n=3)
+    claim(engine, low, [0, 1], "w1", lease_s=60, now=time.time())
+    claim(engine, high, [0, 1, 2], "w1", lease_s=60, now=time.time())
+    jobs_updated: list[str] = []
+
+    @event.listens_for(engine, "before_execute")
+    def _seen(_conn: object, stmt: object, multiparams: Any, params: Any, _opts: object) -> None:
+        if isinstance(stmt, Update) and stmt.table.name == "jobs":
+            values = multiparams[0] if multiparams else params
+            jobs_updated.append(values.get("n_job") or values.get("f_job"))
+
+    finished = record(engine, [_success(high, 2, "w1"), _success(low, 1, "w1"),
+                               _success(high, 0, "w1"), _success(high, 1, "w1"),
+                               _success(low, 0, "w1")])
+
+    assert finished == [(low, JobStatus.COMPLETED.value), (high, JobStatus.COMPLETED.value)]
+    assert jobs_updated == [low, low, high, high]  # counters, then the ending, job by job
+    assert get_job(engine, high).counts[RequestState.SUCCEEDED] == 3
 
 
 def test_a_deferral_from_a_stale_claim_changes_nothing(engine: Engine) -> None:
