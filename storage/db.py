@@ -18,11 +18,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
-    if parsed.drivername == "postgresql":
-        url = str(parsed.set(drivername="postgresql+psycopg"))
+    if parsed.drivername == "postgresql":  # the URL object: str() would mask the password
+        parsed = parsed.set(drivername="postgresql+psycopg")
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(parsed, pool_pre_ping=True, **kwargs)
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:

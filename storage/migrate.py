@@ -17,7 +17,7 @@ def alembic_config(url: str) -> Config:
     """An Alembic config for ``url`` with our bundled migration scripts."""
     cfg = Config()
     cfg.set_main_option("script_location", "storage:migrations")
-    cfg.set_main_option("sqlalchemy.url", url)
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # an ini value: escape %
     return cfg
 
 
