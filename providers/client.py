@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import aiohttp
 import httpx
+import yarl
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from providers.base import Provider
 from schemas.catalog import Deployment
@@ -34,6 +36,61 @@ class Reply:
     latency_ms: float
 
 
+class _LeanTransport(AiohttpTransport):
+    """httpx-aiohttp's transport with less to do per call (bench/direct.py measures it).
+
+    Per call the stock transport builds an ``aiohttp.ClientTimeout``, hands aiohttp the URL as
+    a string to parse again, and wraps the body in a stream read 16 KiB at a time through an
+    async generator. Here timeouts and parsed URLs are kept (a handful per deployment), and
+    the body (a chat completion: kilobytes) is read whole while the response is open, then
+    handed to httpx as bytes; aiohttp errors are mapped to httpx's as before.
+    """
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits, trust_env=False)
+        self._urls: dict[str, yarl.URL] = {}
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+
+    def _url(self, url: httpx.URL) -> yarl.URL:
+        text = str(url)
+        parsed = self._urls.get(text)
+        if parsed is None:
+            if len(self._urls) >= _CACHED_URLS:
+                self._urls.clear()
+            parsed = self._urls[text] = yarl.URL(text, encoded=True)
+        return parsed
+
+    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+        given = request.extensions.get("timeout", {})
+        key = (given.get("connect"), given.get("read"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            timeout = self._timeouts[key] = aiohttp.ClientTimeout(
+                sock_connect=key[0], sock_read=key[1], connect=given.get("pool"))
+        return timeout
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        with map_aiohttp_exceptions():
+            async with self.client.request(
+                request.method, self._url(request.url), headers=request.headers,
+                data=request.content or None, allow_redirects=False, auto_decompress=False,
+                compress=False, timeout=self._timeout(request),
+            ) as got:
+                body = await got.read()
+        extensions: dict[str, object] = {"http_version": b"HTTP/1.1"}
+        if got.reason:
+            extensions["reason_phrase"] = got.reason.encode()
+        return httpx.Response(got.status, headers=got.raw_headers,
+                              stream=httpx.ByteStream(body), request=request,
+                              extensions=extensions)
+
+
+_CACHED_URLS = 1024
+"""Parsed URLs kept by the transport (one per deployment and path; cleared when full)."""
+
+
 class UpstreamClient:
     """Sends provider requests through one pooled async client; maps transport errors once."""
 
@@ -44,7 +101,7 @@ class UpstreamClient:
             max_keepalive_connections=settings.max_connections,
         )
         self._timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
-        self._transport = AiohttpTransport(limits=limits, trust_env=False)
+        self._transport = _LeanTransport(limits)
         self._client = httpx.AsyncClient(
             transport=self._transport,
             timeout=self._timeout,
