@@ -101,8 +101,13 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
 @click.pass_context
 def wait(ctx: click.Context, job_id: str, timeout: float | None, quiet: bool,
          as_json: bool) -> None:
-    """Wait for a job to end, with a live progress bar."""
-    job = _producer(ctx).wait(job_id, progress=not quiet, timeout=timeout)
+    """Wait for a job to end, with a live progress bar.
+
+    A database outage while waiting is reported once and ridden out (polling with backoff)
+    for up to the timeout or BATCHYARD_PRODUCER__WAIT_OUTAGE_S (300 s); then exit 2.
+    """
+    job = _producer(ctx).wait(job_id, progress=not quiet, timeout=timeout,
+                              notify=lambda message: click.echo(f"warning: {message}", err=True))
     _show(job, as_json)
     if not job.done:
         sys.exit(3)

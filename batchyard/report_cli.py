@@ -68,16 +68,17 @@ def report(settings: Settings, /, fmt: str, deployments_csv: bool, plot: Path | 
            **which: Any) -> None:
     """Spend, tokens and request counts by tenant, model, deployment, provider and day;
     latency p50/p95/p99 and error rate per deployment."""
-    from storage import ensure_schema, make_engine
+    from storage import database_errors, ensure_schema, make_engine
     from storage.reports import deployment_stats, spend
 
     engine = make_engine(settings.database_url)
-    ensure_schema(engine)
-    flt = ReportFilter(since=_utc(which["since"]), until=_utc(which["until"]),
-                       job_id=which["job_id"],
-                       tenant=scope(settings, engine, which["tenant"], which["job_id"]))
-    rows = spend(engine, flt, "hour" if which["bucket"] == "hour" else "day")
-    stats = deployment_stats(engine, flt)
+    with database_errors(engine, "no report was made"):
+        ensure_schema(engine)
+        flt = ReportFilter(since=_utc(which["since"]), until=_utc(which["until"]),
+                           job_id=which["job_id"],
+                           tenant=scope(settings, engine, which["tenant"], which["job_id"]))
+        rows = spend(engine, flt, "hour" if which["bucket"] == "hour" else "day")
+        stats = deployment_stats(engine, flt)
     if fmt == "json":
         click.echo(json.dumps(_json(flt, rows, stats), indent=2, default=str))
     elif fmt == "csv":

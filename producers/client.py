@@ -5,16 +5,14 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 from kombu.exceptions import KombuError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from producers.auth import Caller, allowed_names, guarded_rows
 from producers.parse import InputReader, Source
@@ -24,7 +22,7 @@ from routing.catalog import load_catalog
 from schemas.batch import BatchOutputLine
 from schemas.catalog import Catalog
 from schemas.destinations import DestinationRefused, check_destination
-from schemas.errors import DatabaseUnavailableError, InputError, InputProblem
+from schemas.errors import InputError, InputProblem
 from schemas.jobs import JobOptions, JobView
 from schemas.keys import Tier
 from schemas.settings import Settings
@@ -32,31 +30,19 @@ from storage import (
     NewJob,
     cancel_job,
     create_job,
+    database_errors,
     ensure_schema,
     get_job,
     iter_results,
     make_engine,
     mark_dispatched,
 )
+from storage.outage import UNREACHABLE, unavailable
 from storage.tenants import get_tenant
 
 __all__ = ["Producer", "new_job_id"]
 
 log = logging.getLogger(__name__)
-
-
-_UNREACHABLE = (OperationalError, InterfaceError, PoolTimeoutError)
-
-
-@contextmanager
-def _database(consequence: str) -> Iterator[None]:
-    """Turn "the database does not answer" into one clear error that says what it left."""
-    try:
-        yield
-    except _UNREACHABLE as exc:
-        cause = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0]
-        raise DatabaseUnavailableError(
-            f"the database did not answer ({cause}); {consequence}") from exc
 
 
 def new_job_id() -> str:
@@ -65,13 +51,18 @@ def new_job_id() -> str:
 
 
 class Producer:
-    """Submits jobs and reads them back. Safe to share between threads."""
+    """Submits jobs and reads them back. Safe to share between threads.
+
+    Every call that finds the database unreachable raises ``DatabaseUnavailableError``
+    naming the database (without its password) and what the call left behind; ``wait``
+    alone rides out an outage (see there).
+    """
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None,
                  catalog: Catalog | None = None) -> None:
         self.settings = settings
         self.engine = engine or make_engine(settings.database_url)
-        with _database("nothing was done"):
+        with self._database("nothing was done"):
             ensure_schema(self.engine)
         self.caller = Caller(self.engine, settings.api_key, settings.require_api_key)
         self.catalog = catalog or load_catalog(settings.config)
@@ -94,7 +85,7 @@ class Producer:
         (e.g. "24h"), ``routing`` (strategy, require_tags).
         """
         tier = Tier(tier)
-        with _database("the job was not stored"):
+        with self._database("the job was not stored"):
             tenant = self.caller.tenant()
             limits = get_tenant(self.engine, tenant).limits  # allow-list and max_queued
         try:
@@ -114,7 +105,7 @@ class Producer:
         job_id = new_job_id()
         name = str(source) if isinstance(source, str) else type(source).__name__
         job = NewJob(id=job_id, tier=tier, options=opts, input_name=name, tenant_id=tenant)
-        with _database(f"job {job_id} was not stored"):  # one transaction: all or nothing
+        with self._database(f"job {job_id} was not stored"):  # one transaction: all or nothing
             rows, check = guarded_rows(self.engine, tenant, limits, reader, source)
             total = create_job(self.engine, job, rows, batch=conf.insert_batch, check=check)
         try:
@@ -126,7 +117,7 @@ class Producer:
             log.warning("job %s is stored but the broker did not take it (%s); it will be "
                         "queued by the reconciler once the broker answers", job_id, exc)
             published = False
-        with _database(f"job {job_id} is stored and will run; check it with `status`"):
+        with self._database(f"job {job_id} is stored and will run; check it with `status`"):
             if published:
                 mark_dispatched(self.engine, job_id)
             return get_job(self.engine, job_id, tenant=tenant)
@@ -134,23 +125,49 @@ class Producer:
     def status(self, job_id: str) -> JobView:
         """Counts per state, tokens and cost so far; NotFoundError for an unknown job (or
         another tenant's: the two are indistinguishable)."""
-        return get_job(self.engine, job_id, tenant=self.caller.tenant())
+        with self._database("the job's status could not be read"):
+            return get_job(self.engine, job_id, tenant=self.caller.tenant())
 
     def wait(self, job_id: str, *, progress: bool = False, timeout: float | None = None,
-             poll_s: float = 0.25) -> JobView:
-        """Block until the job ends (or ``timeout`` seconds pass) and return its status."""
+             poll_s: float = 0.25, notify: Callable[[str], None] | None = None) -> JobView:
+        """Block until the job ends (or ``timeout`` seconds pass) and return its status.
+
+        A database outage does not end the wait: it is told once through ``notify`` (default:
+        a warning in the log) and polling goes on with backoff. ``DatabaseUnavailableError``
+        is raised only when no poll was answered for ``timeout`` or for
+        ``settings.producer.wait_outage_s`` (300 s), whichever ends first.
+        """
         return follow(lambda: self.status(job_id), progress=progress, timeout=timeout,
-                      poll_s=poll_s)
+                      poll_s=poll_s, outage_s=self.settings.producer.wait_outage_s,
+                      notify=notify or log.warning)
 
     def results(self, job_id: str, *, order: str = "input") -> Iterator[BatchOutputLine]:
-        """The job's output lines, streamed from the database page by page."""
-        return iter_results(self.engine, job_id, order=order, tenant=self.caller.tenant())
+        """The job's output lines, streamed from the database page by page (an outage in the
+        middle raises DatabaseUnavailableError saying how many lines came before)."""
+        with self._database("no result was read"):
+            tenant = self.caller.tenant()
+        return self._stream(iter_results(self.engine, job_id, order=order, tenant=tenant))
+
+    def _stream(self, lines: Iterator[BatchOutputLine]) -> Iterator[BatchOutputLine]:
+        count = 0
+        try:
+            for line in lines:
+                yield line
+                count += 1
+        except UNREACHABLE as exc:
+            raise unavailable(self.engine, exc, f"the results stopped after {count} lines; "
+                              "read them again once it answers") from exc
 
     def cancel(self, job_id: str) -> JobView:
         """Stop the job: waiting requests are cancelled, running ones finish."""
-        tenant = self.caller.tenant()
-        cancel_job(self.engine, job_id, tenant=tenant)
-        return get_job(self.engine, job_id, tenant=tenant)
+        with self._database("the job may not be cancelled: cancel it again once it answers"):
+            tenant = self.caller.tenant()
+            cancel_job(self.engine, job_id, tenant=tenant)
+            return get_job(self.engine, job_id, tenant=tenant)
+
+    def _database(self, consequence: str) -> AbstractContextManager[None]:
+        """DatabaseUnavailableError, naming this producer's database, for an outage inside."""
+        return database_errors(self.engine, consequence)
 
     def close(self) -> None:
         self.publisher.close()

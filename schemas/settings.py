@@ -70,6 +70,10 @@ class ProducerSettings(BaseModel):
     insert_batch: int = Field(default=5_000, ge=1)
     max_line_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_problems: int = Field(default=100, ge=1)
+    wait_outage_s: float = Field(
+        default=300.0, gt=0,
+        description="`wait` rides out a database outage this long (or its timeout) before failing",
+    )
 
 
 class Settings(BaseSettings):

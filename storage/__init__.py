@@ -13,6 +13,7 @@ from storage.jobs import (
     mark_dispatched,
 )
 from storage.migrate import ensure_schema, upgrade
+from storage.outage import database_errors
 from storage.requests import claim, finalize_job, record
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "cancel_job",
     "claim",
     "create_job",
+    "database_errors",
     "ensure_schema",
     "finalize_job",
     "get_job",
