@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from producers.auth import Caller, allowed_names, guarded_rows
-from producers.parse import InputReader, Source
+from producers.parse import InputReader, ModelAccess, Source
 from producers.progress import follow
 from producers.publisher import Publisher
 from routing.catalog import load_catalog
@@ -99,8 +99,9 @@ class Producer:
             except DestinationRefused as exc:
                 raise InputError([InputProblem(0, f"job options: webhook_url: {exc}")]) from None
         conf = self.settings.producer
-        reader = InputReader(allowed_names(self.catalog.public_names(), limits),
-                             default_model=model,
+        public = self.catalog.public_names()
+        access = ModelAccess(allowed_names(public, limits), set(public), f"tenant {tenant!r}")
+        reader = InputReader(access, default_model=model,
                              max_line_bytes=conf.max_line_bytes, max_problems=conf.max_problems)
         job_id = new_job_id()
         name = str(source) if isinstance(source, str) else type(source).__name__

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,18 +20,45 @@ from schemas.batch import BatchInputLine
 from schemas.chat import ChatRequest
 from schemas.errors import InputError, InputProblem
 
-__all__ = ["InputReader", "Source"]
+__all__ = ["InputReader", "ModelAccess", "Source"]
 
 Source = str | Path | Iterable[str | dict[str, Any] | BaseModel]
 _READ_CHUNK = 1 << 20
+_LISTED = 20
+"""Allowed model names shown at most in a refusal."""
+
+
+@dataclass(frozen=True)
+class ModelAccess:
+    """The model names a job may use (``allowed``) out of the catalog's (``known``): a name
+    outside the catalog is "unknown", one the ``owner``'s allow-list leaves out is "not
+    allowed" (with the names that are)."""
+
+    allowed: AbstractSet[str]
+    known: AbstractSet[str]
+    owner: str = "this caller"
+    """Whose allow-list it is, e.g. "tenant 'acme'"."""
+
+    def refusal(self, model: str) -> str | None:
+        """Why ``model`` may not be used, or None if it may."""
+        if model in self.allowed:
+            return None
+        if model not in self.known:
+            return f"unknown model {model!r}"
+        names = sorted(self.allowed)
+        listed = ", ".join(names[:_LISTED]) or "none"
+        more = f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
+        return f"model {model!r} is not allowed for {self.owner} (allowed: {listed}{more})"
 
 
 class InputReader:
     """Yields (custom_id, model, body JSON) rows from a source, collecting problems."""
 
-    def __init__(self, models: set[str], *, default_model: str | None = None,
-                 max_line_bytes: int, max_problems: int) -> None:
-        self._models = models
+    def __init__(self, models: AbstractSet[str] | ModelAccess, *,
+                 default_model: str | None = None, max_line_bytes: int,
+                 max_problems: int) -> None:
+        self._models = (models if isinstance(models, ModelAccess)
+                        else ModelAccess(models, models))
         self._default_model = default_model
         self._max_line = max_line_bytes
         self._max_problems = max_problems
@@ -129,8 +158,9 @@ class InputReader:
             self._problem(number, f"duplicate custom_id {line.custom_id!r}")
             return
         self._seen.add(key)
-        if line.body.model not in self._models:
-            self._problem(number, f"unknown model {line.body.model!r}")
+        refused = self._models.refusal(line.body.model)
+        if refused is not None:
+            self._problem(number, refused)
             return
         body = line.body.model_dump_json(exclude_none=True)
         yield line.custom_id, line.body.model, body

@@ -103,7 +103,8 @@ def test_the_model_allow_list_and_max_queued_are_checked_at_submit(stack: Stack)
     create_tenant(engine, "capped", limits=TenantLimits(models=["small-alias"], max_queued=5))
     capped = _producer(stack, create_key(engine, "capped").key)
 
-    with pytest.raises(InputError, match="line 2: unknown model 'large'"):
+    with pytest.raises(InputError, match=r"line 2: model 'large' is not allowed for tenant "
+                                         r"'capped' \(allowed: small, small-alias\)"):
         capped.submit([{"model": "small", "messages": [{"role": "user", "content": "a"}]},
                        {"model": "large", "messages": [{"role": "user", "content": "b"}]}])
     first = capped.submit(["a", "b", "c"], model="small")

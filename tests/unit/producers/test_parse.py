@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producers.parse import InputReader
+from producers.parse import InputReader, ModelAccess
 from schemas.errors import InputError
 
 GOOD = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
@@ -84,6 +84,30 @@ def test_an_empty_input_is_rejected() -> None:
     list(reader.rows([]))
     with pytest.raises(InputError, match="no requests"):
         reader.check()
+
+
+def test_a_model_off_the_allow_list_is_not_allowed_and_one_off_the_catalog_unknown() -> None:
+    access = ModelAccess({"mini", "gpt-4o-mini"}, {"mini", "gpt-4o-mini", "large"},
+                         "tenant 'acme'")
+    reader = InputReader(access, default_model=None, max_line_bytes=4096, max_problems=10)
+
+    rows = list(reader.rows([{"model": m, "messages": [{"role": "user", "content": "x"}]}
+                             for m in ("mini", "large", "nope")]))
+
+    assert [model for _, model, _ in rows] == ["mini"]
+    assert [str(p) for p in reader.problems] == [
+        "line 2: model 'large' is not allowed for tenant 'acme' (allowed: gpt-4o-mini, mini)",
+        "line 3: unknown model 'nope'"]
+
+
+def test_a_long_allow_list_is_shown_in_part() -> None:
+    allowed = {f"m{i:02}" for i in range(25)}
+    access = ModelAccess(allowed, allowed | {"big"}, "tenant 't'")
+
+    refusal = access.refusal("big") or ""
+
+    assert refusal.endswith("m18, m19 and 5 more)") and "m20" not in refusal
+    assert access.refusal("m03") is None
 
 
 def test_lists_of_prompts_dicts_and_lines_are_accepted() -> None:
