@@ -22,7 +22,7 @@ from routing.health import Verdict, cooldown_after, verdict_for
 from routing.limits import Admission, Limiter, Refusal
 from routing.plan import Plan, make_plan
 from routing.strategies import order
-from routing.tokens import estimate_tokens
+from routing.tokens import encoding_for_model, estimate_tokens
 from schemas.catalog import Catalog, Deployment, RoutingPolicy
 from schemas.chat import ChatRequest
 from schemas.errors import RoutingStateError, UnknownModelError, UpstreamError
@@ -68,7 +68,16 @@ class Router:
 
     def plan(self, req: ChatRequest, options: RoutingOptions | None = None) -> Plan:
         """Where ``req`` may go: its chain of groups, filtered by tags and context window."""
-        return make_plan(self.catalog, self.resolve(req.model), estimate_tokens(req), options)
+        group = self.resolve(req.model)
+        tokens = estimate_tokens(req, self._counted_as(req.model, group))
+        return make_plan(self.catalog, group, tokens, options)
+
+    def _counted_as(self, name: str, group: str) -> str:
+        """The model whose tokenizer counts a request: the requested name when it is an
+        OpenAI model, else (an alias such as "mini") the group's first deployment's model."""
+        if encoding_for_model(name) is not None:
+            return name
+        return self.catalog.deployments[self.catalog.models[group].deployments[0]].model
 
     async def acquire(self, plan: Plan, avoid: Set[str] = frozenset(), *,
                       dry_run: bool = False) -> Ticket | Refusal | None:

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     upstream: UpstreamSettings = UpstreamSettings()
     producer: ProducerSettings = ProducerSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    tiktoken_cache_dir: Path | None = Field(
+        default=None, validation_alias=AliasChoices("TIKTOKEN_CACHE_DIR", "tiktoken_cache_dir"),
+        description="TIKTOKEN_CACHE_DIR: pre-seeded tiktoken encoding files for token estimates "
+        "(never downloaded; without them, estimates use 4 characters per token)",
+    )
     api_key: SecretStr | None = Field(
         default=None, description="BATCHYARD_API_KEY: the caller's key (none: the default tenant)")
     require_api_key: bool = Field(
