@@ -34,7 +34,7 @@ def _engine(settings: Settings) -> Engine:
 
 
 def _limit_options(func: Any) -> Any:
-    """The per-tenant limit flags shared by ``create`` and ``limits``."""
+    """The limit flags shared by ``tenants create|limits`` and ``keys create|limits``."""
     flags = [
         click.option("--rpm", type=click.IntRange(1), help="Requests per limit window."),
         click.option("--tpm", type=click.IntRange(1), help="Tokens per limit window."),
@@ -48,6 +48,11 @@ def _limit_options(func: Any) -> Any:
         click.option("--rolling-s", type=float, help="Length of a rolling budget period."),
         click.option("--alert-at", type=float, default=0.8, show_default=True,
                      help="Share of the budget that raises a budget alert."),
+        click.option("--on-budget-exceeded", type=click.Choice(["fail", "pause"]),
+                     default="fail", show_default=True,
+                     help="Once the budget is spent: fail the remaining requests "
+                          "(budget_exceeded), or pause them until the next period or a "
+                          "raised budget."),
         click.option("--limit-window-s", type=float, default=60.0, show_default=True,
                      help="The window rpm/tpm count over."),
     ]
@@ -60,7 +65,8 @@ def _limits(opts: dict[str, Any]) -> TenantLimits:
     budget = None
     if opts["budget"] is not None:
         budget = Budget(amount=opts["budget"], period=opts["budget_period"],
-                        rolling_s=opts["rolling_s"], alert_at=opts["alert_at"])
+                        rolling_s=opts["rolling_s"], alert_at=opts["alert_at"],
+                        on_exceeded=opts["on_budget_exceeded"])
     models = [m.strip() for m in opts["models"].split(",") if m.strip()] if opts["models"] \
         else None
     return TenantLimits(rpm=opts["rpm"], tpm=opts["tpm"], max_in_flight=opts["max_in_flight"],
@@ -151,15 +157,30 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--tenant", "tenant_id", required=True, help="The tenant the key acts for.")
 @click.option("--name", default="", help="What the key is for.")
+@_limit_options
 @click.pass_obj
-def create_key_(settings: Settings, tenant_id: str, name: str) -> None:
-    """Create a key and print it (the only time it is shown)."""
+def create_key_(settings: Settings, /, tenant_id: str, name: str, **opts: Any) -> None:
+    """Create a key and print it (the only time it is shown). Limits given here are the
+    key's own: each call must fit both its tenant's limits and its key's."""
     from storage.tenants import create_key
 
-    new = create_key(_engine(settings), tenant_id, name)
+    new = create_key(_engine(settings), tenant_id, name, _limits(opts))
     click.echo(new.key)
     click.echo(f"key {new.view.id} for tenant {tenant_id}: store it now, it is not shown "
                "again", err=True)
+
+
+@keys.command("limits")
+@click.argument("key_id")
+@_limit_options
+@click.pass_obj
+def key_limits_(settings: Settings, /, key_id: str, **opts: Any) -> None:
+    """Replace KEY_ID's own limits (flags not given mean no limit of the key's own; its
+    tenant's limits still apply)."""
+    from storage.tenants import set_key_limits
+
+    key = set_key_limits(_engine(settings), key_id, _limits(opts))
+    click.echo(f"key {key.id} (tenant {key.tenant_id}) limits: {_describe(key.limits)}")
 
 
 @keys.command("list")
@@ -174,9 +195,10 @@ def list_keys_(settings: Settings, tenant_id: str | None, as_json: bool) -> None
     if as_json:
         click.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
-    table = Table("id", "tenant", "name", "created", "revoked")
+    table = Table("id", "tenant", "name", "limits", "created", "revoked")
     for k in rows:
-        table.add_row(k.id, k.tenant_id, k.name, k.created_at.isoformat(timespec="seconds"),
+        table.add_row(k.id, k.tenant_id, k.name, _describe(k.limits),
+                      k.created_at.isoformat(timespec="seconds"),
                       k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "")
     console.print(table)
 

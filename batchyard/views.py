@@ -14,7 +14,9 @@ def job_table(job: JobView) -> Table:
     table = Table(title=f"job {job.id}", show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
-    table.add_row("status", job.status.value)
+    table.add_row("status", job.status.value + (" (paused)" if job.paused else ""))
+    if job.paused:
+        table.add_row("paused", job.paused)
     table.add_row("tier", job.tier.value)
     table.add_row("progress", f"{job.finished}/{job.total} ({job.progress:.0%})")
     for state in RequestState:

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 from pydantic import SecretStr
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from producers.parse import InputReader, Source
 from schemas.errors import AccessDeniedError, InputError, InputProblem
-from schemas.tenants import DEFAULT_TENANT, TenantLimits
+from schemas.tenants import Identity, TenantLimits
 from storage.jobs import NewRequest
-from storage.tenants import authenticate, live_requests
+from storage.tenants import authenticate, live_requests, lock_tenant
 
-__all__ = ["Caller", "Counted", "allowed_names", "check_queue", "guarded_rows"]
-
-T = TypeVar("T")
+__all__ = ["Caller", "allowed_names", "check_queue", "guarded_rows"]
 
 
 @dataclass(frozen=True)
@@ -34,57 +31,60 @@ class Caller:
     api_key: SecretStr | None
     required: bool = False
 
-    def tenant(self) -> str:
-        """The caller's tenant id; AccessDeniedError for a bad, revoked or missing key."""
+    def identity(self) -> Identity:
+        """The caller's tenant and key; AccessDeniedError for a bad, revoked or missing key."""
         if self.api_key is None or not self.api_key.get_secret_value():
             if self.required:
                 raise AccessDeniedError(
                     "an API key is required (set BATCHYARD_API_KEY or pass --api-key)")
-            return DEFAULT_TENANT
+            return Identity()
         return authenticate(self.engine, self.api_key.get_secret_value())
 
-
-def allowed_names(public: dict[str, str], limits: TenantLimits) -> set[str]:
-    """The model names (and aliases) the tenant may submit: those whose model group is on its
-    allow-list (an entry may name a group or any of its aliases); all without a list."""
-    if limits.models is None:
-        return set(public)
-    groups = {public[name] for name in limits.models if name in public}
-    return {name for name, group in public.items() if group in groups}
+    def tenant(self) -> str:
+        """The caller's tenant id (see ``identity``)."""
+        return self.identity().tenant_id
 
 
-def check_queue(engine: Engine, tenant: str, limits: TenantLimits, adding: int) -> None:
-    """InputError when ``adding`` requests would take the tenant past ``max_queued``."""
-    if limits.max_queued is None:
+def allowed_names(public: dict[str, str], *limits: TenantLimits) -> set[str]:
+    """The model names (and aliases) the caller may submit: those whose model group is on
+    every allow-list given (the tenant's, the key's; an entry may name a group or any of its
+    aliases); all without a list."""
+    names = set(public)
+    for each in limits:
+        if each.models is not None:
+            groups = {public[name] for name in each.models if name in public}
+            names &= {name for name, group in public.items() if group in groups}
+    return names
+
+
+def check_queue(conn: Connection, who: Identity, limits: TenantLimits,
+                key_limits: TenantLimits) -> None:
+    """InputError when the job being inserted in ``conn``'s transaction takes the tenant (or
+    its key) past ``max_queued``. The tenant's row is locked first, so concurrent submissions
+    are checked one after the other and cannot both squeeze under the limit."""
+    scopes = [(f"tenant {who.tenant_id!r}", limits.max_queued, None),
+              (f"API key {who.key_id!r}", key_limits.max_queued, who.key_id)]
+    if all(cap is None for _, cap, _ in scopes):
         return
-    live = live_requests(engine, tenant)
-    if live + adding > limits.max_queued:
-        raise InputError([InputProblem(0, (
-            f"tenant {tenant!r} may have {limits.max_queued} unfinished requests; it has "
-            f"{live} and this job adds {adding}"))])
+    lock_tenant(conn, who.tenant_id)
+    for name, cap, key in scopes:
+        if cap is None or (key is None and name.startswith("API key")):
+            continue
+        live = live_requests(conn, who.tenant_id, key)
+        if live > cap:
+            raise InputError([InputProblem(0, (
+                f"{name} may have {cap} unfinished requests; this job would make it {live}"))])
 
 
-class Counted(Iterator[T]):
-    """An iterator that counts what it yields (the rows of a job, parsed lazily)."""
-
-    def __init__(self, inner: Iterator[T]) -> None:
-        self.inner = inner
-        self.n = 0
-
-    def __next__(self) -> T:
-        item = next(self.inner)
-        self.n += 1
-        return item
-
-
-def guarded_rows(engine: Engine, tenant: str, limits: TenantLimits, reader: InputReader,
-                 source: Source) -> tuple[Counted[NewRequest], Callable[[], None]]:
+def guarded_rows(who: Identity, limits: TenantLimits, key_limits: TenantLimits,
+                 reader: InputReader, source: Source
+                 ) -> tuple[Iterator[NewRequest], Callable[[Connection], None]]:
     """The job's rows, and the check run after the last one inside the job's transaction:
-    the input's problems first, then the tenant's ``max_queued`` (failing rolls it back)."""
-    rows = Counted(reader.rows(source))
+    the input's problems first, then ``max_queued`` (failing rolls it back)."""
+    rows = reader.rows(source)
 
-    def check() -> None:
+    def check(conn: Connection) -> None:
         reader.check()
-        check_queue(engine, tenant, limits, rows.n)
+        check_queue(conn, who, limits, key_limits)
 
     return rows, check

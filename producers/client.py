@@ -38,7 +38,7 @@ from storage import (
     mark_dispatched,
 )
 from storage.outage import UNREACHABLE, unavailable
-from storage.tenants import get_tenant
+from storage.tenants import get_tenant, key_limits
 
 __all__ = ["Producer", "new_job_id"]
 
@@ -86,8 +86,10 @@ class Producer:
         """
         tier = Tier(tier)
         with self._database("the job was not stored"):
-            tenant = self.caller.tenant()
+            who = self.caller.identity()
+            tenant = who.tenant_id
             limits = get_tenant(self.engine, tenant).limits  # allow-list and max_queued
+            own = key_limits(self.engine, who.key_id)  # the key's, on top of the tenant's
         try:
             opts = JobOptions(metadata=metadata or {}, **options)
         except ValidationError as exc:
@@ -100,14 +102,16 @@ class Producer:
                 raise InputError([InputProblem(0, f"job options: webhook_url: {exc}")]) from None
         conf = self.settings.producer
         public = self.catalog.public_names()
-        access = ModelAccess(allowed_names(public, limits), set(public), f"tenant {tenant!r}")
+        owner = f"tenant {tenant!r}" + (f" and API key {who.key_id!r}" if own.models else "")
+        access = ModelAccess(allowed_names(public, limits, own), set(public), owner)
         reader = InputReader(access, default_model=model,
                              max_line_bytes=conf.max_line_bytes, max_problems=conf.max_problems)
         job_id = new_job_id()
         name = str(source) if isinstance(source, str) else type(source).__name__
-        job = NewJob(id=job_id, tier=tier, options=opts, input_name=name, tenant_id=tenant)
+        job = NewJob(id=job_id, tier=tier, options=opts, input_name=name, tenant_id=tenant,
+                     api_key_id=who.key_id)
         with self._database(f"job {job_id} was not stored"):  # one transaction: all or nothing
-            rows, check = guarded_rows(self.engine, tenant, limits, reader, source)
+            rows, check = guarded_rows(who, limits, own, reader, source)
             total = create_job(self.engine, job, rows, batch=conf.insert_batch, check=check)
         try:
             self.publisher.publish(job_id, tier, range(total), conf.chunk_sizes[tier])

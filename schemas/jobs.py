@@ -151,6 +151,9 @@ class JobView(BaseModel):
     completed_at: datetime | None = None
     eta_seconds: float | None = Field(
         default=None, description="time to finish at the rate observed since the job started")
+    paused: str | None = Field(
+        default=None, description="why the job's remaining requests wait: a spent budget whose "
+                                  "policy is 'pause' (None: not paused)")
 
     @property
     def finished(self) -> int:

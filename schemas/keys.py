@@ -62,15 +62,20 @@ def queue_name(tier: Tier | str) -> str:
     return f"{KEY_PREFIX}.{Tier(tier).value}"
 
 
-TENANT_KINDS = ("calls", "held", "spend", "alert", "alerts")
-"""Shared quota state per tenant: ``calls`` (a sorted set of admitted calls: rpm, tpm),
-``held`` (a hash of in-flight reservations), ``spend`` (spend in the current budget period,
-suffixed with the period), ``alert`` (set once a period's soft threshold is crossed, suffixed
-likewise) and ``alerts`` (a stream of budget alert events)."""
+TENANT_KINDS = ("calls", "held", "spend", "seeded", "alert", "alerts")
+"""Shared quota state per tenant (and per API key with limits of its own): ``calls`` (a
+sorted set of admitted calls: rpm, tpm), ``held`` (a hash of in-flight reservations),
+``spend`` (spend in the current budget period, suffixed with the period), ``seeded`` (set
+once ``spend`` or ``calls`` holds what the database knew: suffixed with the period, or
+``calls``), ``alert`` (set once a period's soft threshold is crossed, suffixed likewise) and
+``alerts`` (a stream of budget alert events)."""
 
 
-def tenant_key(tenant: str, kind: str, period: str = "") -> str:
-    """The Redis key of one part of a tenant's quota state (``TENANT_KINDS``)."""
+def tenant_key(tenant: str, kind: str, period: str = "", *,
+               api_key: str | None = None) -> str:
+    """The Redis key of one part of a tenant's (or one of its API keys') quota state
+    (``TENANT_KINDS``)."""
     if kind not in TENANT_KINDS:
         raise ValueError(f"unknown tenant state {kind!r}")
-    return f"{KEY_PREFIX}:tenant:{tenant}:{kind}" + (f":{period}" if period else "")
+    scope = f"{tenant}:key:{api_key}" if api_key else tenant
+    return f"{KEY_PREFIX}:tenant:{scope}:{kind}" + (f":{period}" if period else "")

@@ -39,6 +39,10 @@ class Claimed(BaseModel):
     tenant_id: str = DEFAULT_TENANT
     tenant_limits: TenantLimits | None = None
     """The tenant's limits as of the claim (read with each chunk, so a change applies soon)."""
+    key_id: str | None = None
+    """The API key that submitted the job (None: submitted without a key)."""
+    key_limits: TenantLimits | None = None
+    """That key's own limits, enforced on top of the tenant's."""
 
 
 class Outcome(BaseModel):

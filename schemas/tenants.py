@@ -18,12 +18,18 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.keys import tenant_key
+
 __all__ = [
+    "BUDGET_PAUSED",
     "DEFAULT_TENANT",
     "KEY_PREFIX",
     "ApiKeyView",
     "Budget",
+    "Identity",
     "NewApiKey",
+    "QuotaScope",
+    "ScopeHistory",
     "TenantLimits",
     "TenantView",
     "valid_tenant_id",
@@ -33,6 +39,9 @@ DEFAULT_TENANT = "default"
 """The tenant of every call made without an API key (embedded mode) and of jobs stored before
 tenants existed (migration 0003)."""
 KEY_PREFIX = "bya_"
+BUDGET_PAUSED = "budget_paused"
+"""The error code a request waits under while its tenant's (or key's) budget, with policy
+``pause``, is spent; ``status`` then shows the job as paused."""
 _TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
@@ -55,10 +64,13 @@ class Budget(BaseModel):
     """The length of a ``rolling`` period, in seconds."""
     alert_at: Annotated[float, Field(gt=0, le=1)] = 0.8
     """The share of ``amount`` at which a ``budget.alert`` is raised (once per period)."""
+    on_exceeded: Literal["fail", "pause"] = "fail"
+    """Once spent: ``fail`` ends each remaining request as ``budget_exceeded``; ``pause`` keeps
+    them waiting (the job shows ``paused``) until the next period or a raised budget."""
 
 
 class TenantLimits(BaseModel):
-    """A tenant's limits; every field optional (``None``: no limit)."""
+    """A tenant's (or an API key's) limits; every field optional (``None``: no limit)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -94,12 +106,49 @@ class ApiKeyView(BaseModel):
     """The public part, ``bya_<8 hex>``."""
     tenant_id: str
     name: str
+    limits: TenantLimits = TenantLimits()
+    """The key's own limits, enforced on top of its tenant's (each call must fit both)."""
     created_at: datetime
     revoked_at: datetime | None = None
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+class Identity(BaseModel):
+    """Who is calling: a tenant, and the key it used (None: the keyless default tenant)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant_id: str = DEFAULT_TENANT
+    key_id: str | None = None
+
+
+class QuotaScope(BaseModel):
+    """One set of limits a call must fit: its tenant's, or its API key's own."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant_id: str
+    key_id: str | None
+    limits: TenantLimits
+
+    @property
+    def name(self) -> str:
+        return f"API key {self.key_id!r}" if self.key_id else f"tenant {self.tenant_id!r}"
+
+    def key(self, kind: str, period: str = "") -> str:
+        return tenant_key(self.tenant_id, kind, period, api_key=self.key_id)
+
+
+class ScopeHistory(BaseModel):
+    """What the database knows of a scope: its spend between consecutive ``edges`` (epoch s),
+    and its calls since a window ago (newest first: epoch s of the answer, or of now for a
+    call still running, and the tokens used)."""
+
+    spend: list[Decimal]
+    calls: list[tuple[float, int]]
 
 
 class NewApiKey(BaseModel):

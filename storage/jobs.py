@@ -21,7 +21,7 @@ from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.errors import NotFoundError
 from schemas.jobs import TERMINAL_JOB_STATUSES, JobOptions, JobStatus, JobView, RequestState
 from schemas.keys import Tier
-from schemas.tenants import DEFAULT_TENANT
+from schemas.tenants import BUDGET_PAUSED, DEFAULT_TENANT
 from storage.models import JOBS, REQUESTS
 from storage.requests import finalize_job
 
@@ -60,22 +60,25 @@ class NewJob:
     options: JobOptions = field(default_factory=JobOptions)
     input_name: str = ""
     tenant_id: str = DEFAULT_TENANT
+    api_key_id: str | None = None
 
 
 def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch: int,
-               check: Callable[[], None]) -> int:
+               check: Callable[[Connection], None]) -> int:
     """Insert a job and all its requests in one transaction; return the count.
 
     ``rows`` may be a lazy parser: its rows are inserted in batches as they come. After the
-    last row ``check`` runs and may raise (e.g. the parser found bad lines): the transaction
-    then rolls back and nothing is left behind.
+    last row ``check`` runs, given the transaction's connection, and may raise (the parser
+    found bad lines, a queue limit): the transaction then rolls back and nothing is left
+    behind.
     """
     now = datetime.now(UTC)
     opts = job.options
     window = opts.window()
     with engine.begin() as conn:
         conn.execute(insert(_J).values(
-            id=job.id, tenant_id=job.tenant_id, status=JobStatus.VALIDATING,
+            id=job.id, tenant_id=job.tenant_id, api_key_id=job.api_key_id,
+            status=JobStatus.VALIDATING,
             tier=job.tier.value, total=0, succeeded=0, failed=0, cancelled=0, expired=0,
             prompt_tokens=0, completion_tokens=0, cost=0,
             metadata=opts.metadata, input_name=job.input_name, created_at=now,
@@ -92,9 +95,9 @@ def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch
             if len(pending) >= batch:
                 _insert_requests(conn, pending)
                 pending = []
-        check()
         if pending:
             _insert_requests(conn, pending)
+        check(conn)
         conn.execute(update(_J).where(_J.c.id == job.id)
                      .values(status=JobStatus.IN_PROGRESS, total=total))
     return total
@@ -146,7 +149,13 @@ def get_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> JobVie
             select(_T.c.state, func.count()).where(_T.c.job_id == job_id, _T.c.state.in_(_LIVE))
             .group_by(_T.c.state)
         ).all()
-    counts = {RequestState(state): int(n) for state, n in live}
+        counts = {RequestState(state): int(n) for state, n in live}
+        paused = None
+        if counts.get(RequestState.DEFERRED):
+            paused = conn.execute(
+                select(_T.c.error_message).where(
+                    _T.c.job_id == job_id, _T.c.state == RequestState.DEFERRED,
+                    _T.c.error_code == BUDGET_PAUSED).limit(1)).scalar()
     counts.update({
         RequestState.SUCCEEDED: job.succeeded, RequestState.FAILED: job.failed,
         RequestState.CANCELLED: job.cancelled, RequestState.EXPIRED: job.expired,
@@ -160,7 +169,7 @@ def get_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> JobVie
         expires_at=_utc(job.expires_at),
         created_at=_utc(job.created_at), started_at=_utc(job.started_at),
         finalizing_at=_utc(job.finalizing_at), completed_at=_utc(job.completed_at),
-        eta_seconds=_eta(job, datetime.now(UTC)),
+        eta_seconds=_eta(job, datetime.now(UTC)), paused=paused,
     )
 
 

@@ -45,6 +45,8 @@ class JobRow(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True,
                                            default=DEFAULT_TENANT, server_default=DEFAULT_TENANT)
+    api_key_id: Mapped[str | None] = mapped_column(String(40), index=True,
+                                                   doc="the key that submitted it (None: no key)")
     status: Mapped[str] = mapped_column(String(16), index=True)
     tier: Mapped[str] = mapped_column(String(16))
     total: Mapped[int] = mapped_column(Integer)
@@ -119,7 +121,8 @@ class TenantRow(Base):
 
 
 class ApiKeyRow(Base):
-    """An API key: its public id, the SHA-256 of the whole key, and whether it was revoked."""
+    """An API key: its public id, the SHA-256 of the whole key, its own limits, and whether it
+    was revoked."""
 
     __tablename__ = "api_keys"
 
@@ -127,6 +130,8 @@ class ApiKeyRow(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(String(256), default="")
     secret_hash: Mapped[str] = mapped_column(String(64), doc="hex SHA-256 of the whole key")
+    limits: Mapped[dict[str, object] | None] = mapped_column(
+        JSON(none_as_null=True), doc="the key's own TenantLimits, on top of its tenant's")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -21,7 +21,7 @@ from schemas.tenants import DEFAULT_TENANT, TenantLimits
 from schemas.webhooks import TERMINAL_EVENTS
 from storage.batched import defer_rows, finish_rows
 from storage.events import EVENT_COLUMNS, add_job_event
-from storage.models import JOBS, REQUESTS, TENANTS
+from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS
 
 __all__ = ["claim", "finalize_job", "record"]
 
@@ -48,8 +48,10 @@ _CLAIM = (
             lease_until=bindparam("c_until"), attempts=_T.c.attempts + 1)
     .returning(_T.c.seq, _T.c.custom_id, _T.c.model, _T.c.body, _T.c.attempts, _T.c.route)
 )
-_JOB_CONTEXT = (select(_J.c.routing, _J.c.tenant_id, TENANTS.c.limits)
-                .select_from(_J.outerjoin(TENANTS, TENANTS.c.id == _J.c.tenant_id))
+_JOB_CONTEXT = (select(_J.c.routing, _J.c.tenant_id, TENANTS.c.limits, _J.c.api_key_id,
+                       API_KEYS.c.limits.label("key_limits"))
+                .select_from(_J.outerjoin(TENANTS, TENANTS.c.id == _J.c.tenant_id)
+                             .outerjoin(API_KEYS, API_KEYS.c.id == _J.c.api_key_id))
                 .where(_J.c.id == bindparam("c_job")))
 _STARTED = (update(_J).where(_J.c.id == bindparam("c_job"), _J.c.started_at.is_(None))
             .values(started_at=bindparam("c_at")))
@@ -70,10 +72,12 @@ def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s:
     options = RoutingOptions.model_validate(job.routing) if job and job.routing else None
     tenant = job.tenant_id if job else DEFAULT_TENANT
     limits = TenantLimits.model_validate(job.limits) if job and job.limits else None
+    own = TenantLimits.model_validate(job.key_limits) if job and job.key_limits else None
+    key_id = job.api_key_id if job else None
     return [
         Claimed(job_id=job_id, seq=r.seq, custom_id=r.custom_id, model=r.model, body=r.body,
                 attempts=r.attempts, claim=token, route=r.route, routing=options,
-                tenant_id=tenant, tenant_limits=limits)
+                tenant_id=tenant, tenant_limits=limits, key_id=key_id, key_limits=own)
         for r in rows
     ]
 

@@ -10,39 +10,67 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import secrets
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    and_,
+    case,
+    func,
+    insert,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from schemas.errors import AccessDeniedError, InputError, InputProblem, NotFoundError
+from schemas.jobs import RequestState
 from schemas.tenants import (
+    BUDGET_PAUSED,
     KEY_PREFIX,
     ApiKeyView,
+    Identity,
     NewApiKey,
+    QuotaScope,
+    ScopeHistory,
     TenantLimits,
     TenantView,
     valid_tenant_id,
 )
-from storage.models import API_KEYS, TENANTS
+from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS
+from storage.money import from_pico
 
 __all__ = [
     "authenticate",
     "create_key",
     "create_tenant",
     "get_tenant",
+    "key_limits",
     "list_keys",
     "list_tenants",
     "live_requests",
+    "lock_tenant",
     "revoke_key",
+    "set_key_limits",
     "set_limits",
+    "usage_history",
+    "wake_paused",
 ]
 
 _T = TENANTS
 _K = API_KEYS
 _SECRET_BYTES = 32
+HISTORY_CALLS = 5_000
+"""Calls of the last window read back per scope when Redis lost its counters."""
 
 
 def _hash(key: str) -> str:
@@ -69,10 +97,12 @@ def create_tenant(engine: Engine, tenant_id: str, name: str = "",
 
 
 def set_limits(engine: Engine, tenant_id: str, limits: TenantLimits) -> TenantView:
-    """Replace a tenant's limits (workers read them afresh)."""
+    """Replace a tenant's limits (workers read them afresh); requests its spent budget paused
+    are woken to look again."""
     with engine.begin() as conn:
         n = conn.execute(update(_T).where(_T.c.id == tenant_id)
                          .values(limits=_limits_json(limits))).rowcount
+        wake_paused(conn, tenant_id)
     if not n:
         raise NotFoundError(f"no tenant {tenant_id!r}")
     return get_tenant(engine, tenant_id)
@@ -105,16 +135,33 @@ def _tenant(row: Any) -> TenantView:
                       created_at=_utc(row.created_at))
 
 
-def create_key(engine: Engine, tenant_id: str, name: str = "") -> NewApiKey:
+def create_key(engine: Engine, tenant_id: str, name: str = "",
+               limits: TenantLimits | None = None) -> NewApiKey:
     """A new key for the tenant; the returned ``key`` is the only copy of the secret."""
     get_tenant(engine, tenant_id)
     key_id = f"{KEY_PREFIX}{secrets.token_hex(4)}"
     key = f"{key_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
-    view = ApiKeyView(id=key_id, tenant_id=tenant_id, name=name, created_at=datetime.now(UTC))
+    view = ApiKeyView(id=key_id, tenant_id=tenant_id, name=name, created_at=datetime.now(UTC),
+                      limits=limits or TenantLimits())
     with engine.begin() as conn:
         conn.execute(insert(_K).values(id=key_id, tenant_id=tenant_id, name=name,
-                                       secret_hash=_hash(key), created_at=view.created_at))
+                                       secret_hash=_hash(key), created_at=view.created_at,
+                                       limits=_limits_json(view.limits)))
     return NewApiKey(key=key, view=view)
+
+
+def set_key_limits(engine: Engine, key_id: str, limits: TenantLimits) -> ApiKeyView:
+    """Replace a key's own limits (workers read them afresh); NotFoundError if unknown."""
+    key_id = _public_id(key_id)
+    with engine.begin() as conn:
+        row = conn.execute(select(_K.c.tenant_id).where(_K.c.id == key_id)).first()
+        n = conn.execute(update(_K).where(_K.c.id == key_id)
+                         .values(limits=_limits_json(limits))).rowcount
+        if row is not None:
+            wake_paused(conn, row.tenant_id, key_id)
+    if not n:
+        raise NotFoundError(f"no API key {key_id!r}")
+    return next(k for k in list_keys(engine) if k.id == key_id)
 
 
 def list_keys(engine: Engine, tenant_id: str | None = None) -> list[ApiKeyView]:
@@ -125,13 +172,19 @@ def list_keys(engine: Engine, tenant_id: str | None = None) -> list[ApiKeyView]:
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return [ApiKeyView(id=r.id, tenant_id=r.tenant_id, name=r.name,
+                       limits=TenantLimits.model_validate(r.limits or {}),
                        created_at=_utc(r.created_at), revoked_at=_utc(r.revoked_at))
             for r in rows]
 
 
+def _public_id(key_id: str) -> str:
+    """``bya_<id>`` from either the public id or a whole key."""
+    return key_id if key_id.count("_") <= 1 else "_".join(key_id.split("_")[:2])
+
+
 def revoke_key(engine: Engine, key_id: str) -> None:
     """Refuse the key from now on (idempotent); NotFoundError for an unknown id."""
-    key_id = key_id if key_id.count("_") <= 1 else "_".join(key_id.split("_")[:2])
+    key_id = _public_id(key_id)
     with engine.begin() as conn:
         if conn.execute(select(_K.c.id).where(_K.c.id == key_id)).first() is None:
             raise NotFoundError(f"no API key {key_id!r}")
@@ -139,9 +192,9 @@ def revoke_key(engine: Engine, key_id: str) -> None:
                      .values(revoked_at=datetime.now(UTC)))
 
 
-def authenticate(engine: Engine, key: str) -> str:
-    """The tenant id of an active key; AccessDeniedError for any other string (one message
-    for unknown, malformed and revoked keys, so a probe learns nothing)."""
+def authenticate(engine: Engine, key: str) -> Identity:
+    """The tenant (and key id) of an active key; AccessDeniedError for any other string (one
+    message for unknown, malformed and revoked keys, so a probe learns nothing)."""
     denied = AccessDeniedError("invalid or revoked API key")
     parts = key.split("_")
     if len(parts) < 3 or not key.startswith(KEY_PREFIX):
@@ -154,7 +207,7 @@ def authenticate(engine: Engine, key: str) -> str:
         raise denied
     if not hmac.compare_digest(row.secret_hash, _hash(key)):
         raise denied
-    return str(row.tenant_id)
+    return Identity(tenant_id=str(row.tenant_id), key_id=key_id)
 
 
 def _utc(value: Any) -> Any:
@@ -163,15 +216,83 @@ def _utc(value: Any) -> Any:
     return value
 
 
-def live_requests(engine: Engine, tenant_id: str) -> int:
-    """The tenant's requests not finished yet (queued, deferred or running)."""
-    from sqlalchemy import func
+def key_limits(engine: Engine, key_id: str | None) -> TenantLimits:
+    """The key's own limits (none for a keyless call)."""
+    if key_id is None:
+        return TenantLimits()
+    with engine.connect() as conn:
+        data = conn.execute(select(_K.c.limits).where(_K.c.id == key_id)).scalar()
+    return TenantLimits.model_validate(data or {})
 
-    from schemas.jobs import RequestState
-    from storage.models import JOBS, REQUESTS
 
+def wake_paused(conn: Connection, tenant_id: str, key_id: str | None = None) -> int:
+    """Make the requests paused by a spent budget due now (their budget changed): the
+    reconciler publishes them again and the next reservation decides. Returns how many."""
+    jobs = select(JOBS.c.id).where(JOBS.c.tenant_id == tenant_id)
+    if key_id is not None:
+        jobs = jobs.where(JOBS.c.api_key_id == key_id)
+    stmt = (update(REQUESTS)
+            .where(REQUESTS.c.state == RequestState.DEFERRED.value,
+                   REQUESTS.c.error_code == BUDGET_PAUSED, REQUESTS.c.job_id.in_(jobs))
+            .values(not_before=time.time()))
+    return int(conn.execute(stmt).rowcount or 0)
+
+
+def usage_history(engine: Engine, scope: QuotaScope, edges: Sequence[float],
+                  since: float | None, *, limit: int = HISTORY_CALLS) -> ScopeHistory:
+    """What the database knows of a quota scope (``routing.quotas`` seeds Redis with it): the
+    cost of its requests finished between consecutive ``edges`` (epoch s), and, given
+    ``since``, its calls answered since then and those running now (newest first, at most
+    ``limit``: a scope's rate limit is rarely above it; past it the rest count as one)."""
+    jobs = select(JOBS.c.id).where(JOBS.c.tenant_id == scope.tenant_id)
+    if scope.key_id is not None:
+        jobs = jobs.where(JOBS.c.api_key_id == scope.key_id)
+    mine = REQUESTS.c.job_id.in_(jobs)
+    when = [datetime.fromtimestamp(e, UTC) for e in edges]
+    spend: list[Decimal] = []
+    calls: list[tuple[float, int]] = []
+    with engine.connect() as conn:
+        if len(when) > 1:
+            cost = type_coerce(REQUESTS.c.cost, BigInteger)
+            sums = [func.sum(case((and_(REQUESTS.c.finished_at >= a, REQUESTS.c.finished_at < b),
+                                       cost), else_=0))
+                    for a, b in itertools.pairwise(when)]
+            row = conn.execute(select(*sums).where(mine, REQUESTS.c.finished_at >= when[0],
+                                                   REQUESTS.c.finished_at < when[-1])).one()
+            spend = [from_pico(v) for v in row]
+        if since is not None:
+            now = time.time()
+            running = conn.execute(select(func.count()).where(
+                mine, REQUESTS.c.state == RequestState.RUNNING.value,
+                REQUESTS.c.lease_until > now)).scalar() or 0
+            calls = [(now, 0)] * min(int(running), limit)
+            done = conn.execute(
+                select(REQUESTS.c.finished_at, REQUESTS.c.prompt_tokens,
+                       REQUESTS.c.completion_tokens)
+                .where(mine, REQUESTS.c.finished_at >= datetime.fromtimestamp(since, UTC),
+                       REQUESTS.c.attempts > 0)
+                .order_by(REQUESTS.c.finished_at.desc()).limit(limit + 1)).all()
+            calls += [(_utc(r.finished_at).timestamp(), r.prompt_tokens + r.completion_tokens)
+                      for r in done]
+            if len(calls) > limit:  # fold the rest into one call holding their tokens
+                calls = [*calls[:limit - 1], (calls[-1][0], sum(t for _, t in calls[limit - 1:]))]
+    return ScopeHistory(spend=spend, calls=calls)
+
+
+def lock_tenant(conn: Connection, tenant_id: str) -> None:
+    """Serialise submissions of one tenant until ``conn``'s transaction ends, so two of them
+    cannot both pass a ``max_queued`` check. ``FOR NO KEY UPDATE`` on PostgreSQL: it does not
+    conflict with the key-share lock a job's foreign key takes. SQLite has one writer at a time
+    already, and SQLAlchemy renders nothing there."""
+    conn.execute(select(_T.c.id).where(_T.c.id == tenant_id).with_for_update(key_share=True))
+
+
+def live_requests(conn: Connection, tenant_id: str, key_id: str | None = None) -> int:
+    """The tenant's (or one of its keys') requests not finished yet: queued, deferred or
+    running, including those ``conn``'s own transaction has inserted."""
     live = [RequestState.QUEUED.value, RequestState.DEFERRED.value, RequestState.RUNNING.value]
     stmt = (select(func.count()).select_from(REQUESTS.join(JOBS, JOBS.c.id == REQUESTS.c.job_id))
             .where(JOBS.c.tenant_id == tenant_id, REQUESTS.c.state.in_(live)))
-    with engine.connect() as conn:
-        return int(conn.execute(stmt).scalar() or 0)
+    if key_id is not None:
+        stmt = stmt.where(JOBS.c.api_key_id == key_id)
+    return int(conn.execute(stmt).scalar() or 0)

@@ -15,6 +15,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,6 +30,7 @@ from schemas.keys import Tier
 from schemas.outcomes import Claimed, Outcome, OutcomeKind
 from schemas.settings import Settings
 from storage.requests import claim
+from storage.tenants import usage_history
 from workers.capacity import Capacity, default_reserve
 from workers.pipeline import Pipeline
 from workers.writer import OutcomeWriter
@@ -74,7 +76,8 @@ class Engine:
         limiter = Limiter(settings.redis_url, catalog.routing,
                           call_timeout_s=settings.upstream.timeout_s)
         self._pipeline = Pipeline(Router(catalog, limiter), self._client, settings.worker,
-                                  quotas=Quotas(settings.redis_url))
+                                  quotas=Quotas(settings.redis_url,
+                                                history=partial(usage_history, db)))
         self._writer = OutcomeWriter(db, batch=settings.worker.write_batch,
                                      on_written=self._capacity.give,
                                      on_finished=on_finished or _log_finished)

@@ -91,7 +91,7 @@ def test_a_job_stored_but_never_published_is_published_by_the_reconciler(stack: 
         {"role": "user", "content": f"question {i}"}]})) for i in range(100)]
     # what a producer killed between its commit and its first publish leaves behind
     create_job(stack.producer.engine, NewJob(id="batch_orphan", tier=Tier.STANDARD), rows,
-               batch=1000, check=lambda: None)
+               batch=1000, check=lambda conn: None)
 
     final = stack.producer.wait("batch_orphan", timeout=60)
 

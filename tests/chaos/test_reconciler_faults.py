@@ -46,7 +46,7 @@ def _reconciler(sqlite_url: str, redis_url: str, publisher: FlakyPublisher,
     for n in range(jobs):
         rows = [(f"c{i}", "small", "{}") for i in range(10)]
         create_job(db, NewJob(id=f"batch_{n}", tier=Tier.BULK), rows, batch=100,
-                   check=lambda: None)
+                   check=lambda conn: None)
     return Reconciler(settings, db, publisher)  # type: ignore[arg-type]
 
 

@@ -44,3 +44,25 @@ def test_tenants_and_keys_from_the_command_line(stack: Stack, tmp_path: Path) ->
     assert key not in json.dumps(listed) and listed[0]["id"] == key[:12]
     assert revoked.returncode == 0
     assert after.returncode == 2 and "invalid or revoked API key" in after.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_keys_own_limits_from_the_command_line(stack: Stack) -> None:
+    assert _run(stack, "tenants", "create", "acme").returncode == 0
+    made = _run(stack, "keys", "create", "--tenant", "acme", "--name", "ci", "--max-queued",
+                "10", "--budget", "2", "--budget-period", "daily", "--on-budget-exceeded",
+                "pause")
+    key_id = made.stdout.strip()[:12]
+    listed = json.loads(_run(stack, "keys", "list", "--json").stdout)
+    changed = _run(stack, "keys", "limits", key_id, "--rpm", "5")
+    relisted = json.loads(_run(stack, "keys", "list", "--json").stdout)
+    unknown = _run(stack, "keys", "limits", "bya_00000000", "--rpm", "5")
+
+    assert made.returncode == 0
+    assert listed[0]["limits"]["max_queued"] == 10
+    assert listed[0]["limits"]["budget"] == {"amount": "2", "period": "daily",
+                                             "rolling_s": None, "alert_at": 0.8,
+                                             "on_exceeded": "pause"}
+    assert changed.returncode == 0 and f"key {key_id} (tenant acme) limits: rpm=5" in changed.stdout
+    assert relisted[0]["limits"]["rpm"] == 5 and relisted[0]["limits"]["budget"] is None
+    assert unknown.returncode == 2 and "no API key 'bya_00000000'" in unknown.stderr

@@ -18,6 +18,7 @@ from schemas.tenants import Budget, TenantLimits
 from storage import make_engine
 from storage.models import REQUESTS
 from storage.tenants import create_key, create_tenant
+from tests.helpers import wait_for
 from tests.stack import CATALOG, Stack
 
 
@@ -77,3 +78,62 @@ def test_a_budget_stops_the_tenant_with_an_overrun_bounded_by_what_was_in_flight
     alerts = redis.Redis.from_url(redis_url).xrange(tenant_key("t1", "alerts"))
     assert len(alerts) == 1 and alerts[0][1][b"type"] == b"budget.alert"
     producer.close()
+
+
+def _dear_catalog(stack: Stack) -> str:
+    dear = CATALOG.replace('{{input: "0.15", output: "0.60", cached_input: "0.075"}}',
+                           '{{input: "1000", output: "1000"}}')  # ~$0.01-0.05 a request
+    path = stack.tmp / "dear.yaml"
+    path.write_text(dear.format(url=stack.mock_url))
+    return str(path)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_pause_budget_holds_the_job_until_the_budget_is_raised(stack: Stack) -> None:
+    from storage.tenants import set_limits
+
+    paused_budget = Budget(amount=Decimal("0.20"), period="daily", on_exceeded="pause")
+    producer = _tenant(stack, TenantLimits(budget=paused_budget))
+    stack.start_worker("--max-in-flight", "4", BATCHYARD_CONFIG=_dear_catalog(stack))
+    job = producer.submit([f"question {i}" for i in range(40)], model="small")
+
+    held = wait_for(lambda: (v := producer.status(job.id)).paused and v, 60, "the pause")
+    assert held.status is JobStatus.IN_PROGRESS and held.counts.get("failed", 0) == 0
+    assert held.finished < 40 and "reached its daily budget of $0.20" in held.paused
+    engine = make_engine(stack.settings.database_url)
+    set_limits(engine, "t1", TenantLimits(budget=paused_budget.model_copy(
+        update={"amount": Decimal("100")})))
+    final = producer.wait(job.id, timeout=60)
+
+    assert final.status is JobStatus.COMPLETED and final.counts.get("succeeded") == 40
+    assert final.paused is None
+    engine.dispose()
+    producer.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_keys_own_budget_stops_that_key_only(stack: Stack) -> None:
+    engine = make_engine(stack.settings.database_url)
+    create_tenant(engine, "t1")
+    capped = create_key(engine, "t1", "capped", TenantLimits(budget=Budget(
+        amount=Decimal("0.25"), period="monthly")))
+    free = create_key(engine, "t1", "free").key
+    engine.dispose()
+    producers = [Producer(stack.settings.model_copy(update={"api_key": SecretStr(k)}))
+                 for k in (capped.key, free)]
+    in_flight = 4
+    stack.start_worker("--max-in-flight", str(in_flight), BATCHYARD_CONFIG=_dear_catalog(stack))
+    jobs = [p.submit([f"question {i}" for i in range(60)], model="small") for p in producers]
+
+    stopped, unbound = (p.wait(j.id, timeout=90) for p, j in zip(producers, jobs, strict=True))
+
+    assert unbound.counts.get("succeeded") == 60  # the tenant has no budget; the other key
+    assert 0 < stopped.counts.get("succeeded", 0) < 60
+    assert stopped.counts.get("failed", 0) == 60 - stopped.counts.get("succeeded", 0)
+    per_request = unbound.cost / 60 * 2  # requests differ by a few tokens; twice the mean
+    assert Decimal("0.25") <= stopped.cost <= Decimal("0.25") + in_flight * per_request
+    [line] = [r for r in producers[0].results(jobs[0].id) if r.error][:1]
+    assert line.error is not None and f"API key '{capped.view.id}' reached its monthly " \
+        "budget of $0.25" in line.error.message
+    for p in producers:
+        p.close()

@@ -241,7 +241,7 @@ def test_a_route_is_kept_across_attempts_and_waiting_gives_the_attempt_back(
     body = '{"model":"m","messages":[{"role":"user","content":"x"}]}'
     routing = RoutingOptions(strategy="ordered", require_tags={"region": "eu"})
     create_job(engine, NewJob("batch_route", Tier.BULK, JobOptions(routing=routing)),
-               [("c0", "m", body)], batch=10, check=lambda: None)
+               [("c0", "m", body)], batch=10, check=lambda conn: None)
     now = time.time()
 
     [first] = claim(engine, "batch_route", [0], "w1", lease_s=60, now=now)

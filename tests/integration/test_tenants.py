@@ -108,8 +108,8 @@ def test_the_model_allow_list_and_max_queued_are_checked_at_submit(stack: Stack)
         capped.submit([{"model": "small", "messages": [{"role": "user", "content": "a"}]},
                        {"model": "large", "messages": [{"role": "user", "content": "b"}]}])
     first = capped.submit(["a", "b", "c"], model="small")
-    with pytest.raises(InputError, match="may have 5 unfinished requests; it has 3 and this "
-                                         "job adds 3"):
+    with pytest.raises(InputError, match="tenant 'capped' may have 5 unfinished requests; "
+                                         "this job would make it 6"):
         capped.submit(["d", "e", "f"], model="small")
     second = capped.submit(["d", "e"], model="small")
 
@@ -118,4 +118,60 @@ def test_the_model_allow_list_and_max_queued_are_checked_at_submit(stack: Stack)
         jobs = conn.exec_driver_sql("SELECT count(*) FROM jobs WHERE tenant_id = 'capped'")
         assert jobs.scalar() == 2
     capped.close()
+    engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_concurrent_submits_cannot_both_squeeze_under_max_queued(stack: Stack) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from schemas.errors import InputError
+    from schemas.tenants import TenantLimits
+
+    engine = make_engine(stack.settings.database_url)
+    create_tenant(engine, "racer", limits=TenantLimits(max_queued=5))
+    key = create_key(engine, "racer").key
+    producers = [_producer(stack, key) for _ in range(2)]
+    outcomes = []
+    for _ in range(6):  # each round: two jobs of 3 at once, room for one of them
+        with ThreadPoolExecutor(2) as pool:
+            tries = [pool.submit(p.submit, ["a", "b", "c"], model="small") for p in producers]
+            done = [t.exception() or t.result() for t in tries]
+        accepted = [d for d in done if not isinstance(d, BaseException)]
+        refused = [d for d in done if isinstance(d, InputError)]
+        outcomes.append((len(accepted), len(refused)))
+        for job in accepted:  # cancelled rows are finished: the next round starts empty
+            producers[0].cancel(job.id)
+
+    assert outcomes == [(1, 1)] * 6
+    for p in producers:
+        p.close()
+    engine.dispose()
+
+
+def test_a_keys_own_limits_narrow_its_tenants_at_submit(stack: Stack) -> None:
+    from schemas.errors import InputError
+    from schemas.tenants import TenantLimits
+    from storage.tenants import set_key_limits
+
+    engine = make_engine(stack.settings.database_url)
+    create_tenant(engine, "wide", limits=TenantLimits(max_queued=100))
+    narrow = create_key(engine, "wide", "ci", TenantLimits(models=["small"], max_queued=4))
+    other = create_key(engine, "wide", "batch").key
+    ci, batch = _producer(stack, narrow.key), _producer(stack, other)
+
+    with pytest.raises(InputError, match="'large'"):
+        ci.submit(["x"], model="large")
+    ci.submit(["a", "b", "c"], model="small")
+    with pytest.raises(InputError, match=f"API key '{narrow.view.id}' may have 4 unfinished "
+                                         "requests; this job would make it 5"):
+        ci.submit(["d", "e"], model="small")
+    assert batch.submit(["x", "y"], model="large").total == 2  # the other key is not bound
+
+    set_key_limits(engine, narrow.view.id, TenantLimits())  # lifted: only the tenant's apply
+    assert ci.submit(["d", "e"], model="large").total == 2
+    assert [k.limits for k in list_keys(engine, "wide") if k.id == narrow.view.id] == [
+        TenantLimits()]
+    for p in (ci, batch):
+        p.close()
     engine.dispose()

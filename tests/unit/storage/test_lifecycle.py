@@ -28,7 +28,7 @@ def engine(database_url: str) -> Engine:
 def _job(engine: Engine, n: int, **options: str) -> str:
     job_id = f"batch_life{n}{len(options)}"
     create_job(engine, NewJob(job_id, Tier.BULK, JobOptions(**options)),
-               [(f"c{i}", "m", BODY) for i in range(n)], batch=100, check=lambda: None)
+               [(f"c{i}", "m", BODY) for i in range(n)], batch=100, check=lambda conn: None)
     return job_id
 
 

@@ -31,7 +31,7 @@ def _finished(engine: Engine, job_id: str, tenant: str, rows: list[dict[str, obj
     body = '{"model":"m","messages":[{"role":"user","content":"x"}]}'
     create_job(engine, NewJob(job_id, Tier.BULK, tenant_id=tenant),
                [(f"c{i}", str(r.get("model", "m")), body) for i, r in enumerate(rows)],
-               batch=50, check=lambda: None)
+               batch=50, check=lambda conn: None)
     with engine.begin() as conn:
         for seq, values in enumerate(rows):
             values = {k: v for k, v in values.items() if k != "model"}

@@ -24,7 +24,7 @@ def engine(database_url: str) -> Engine:
 def _job(engine: Engine, n: int = 3) -> str:
     rows = [(f"c{i}", "m", '{"model":"m","messages":[{"role":"user","content":"x"}]}')
             for i in range(n)]
-    create_job(engine, NewJob(f"batch_test{n}", Tier.BULK), rows, batch=2, check=lambda: None)
+    create_job(engine, NewJob(f"batch_test{n}", Tier.BULK), rows, batch=2, check=lambda conn: None)
     return f"batch_test{n}"
 
 
@@ -127,7 +127,7 @@ def test_cancel_ends_waiting_requests_and_lets_running_ones_finish(engine: Engin
 
 
 def test_a_failing_check_leaves_no_job_behind(engine: Engine) -> None:
-    def reject() -> None:
+    def reject(conn: object) -> None:
         raise ValueError("bad line")
 
     rows = [(f"c{i}", "m", "{}") for i in range(5)]

@@ -86,7 +86,7 @@ def hook() -> Iterator[Receiver]:
 
 def _finished_job(db: Engine, url: str, name: str = "batch_hook") -> str:
     create_job(db, NewJob(name, Tier.HIGH, JobOptions(webhook_url=url)),
-               [("a", "m", "{}"), ("b", "m", "{}")], batch=10, check=lambda: None)
+               [("a", "m", "{}"), ("b", "m", "{}")], batch=10, check=lambda conn: None)
     claim(db, name, [0, 1], "w", lease_s=60, now=time.time())
     record(db, [Outcome(kind=OutcomeKind.SUCCEEDED, job_id=name, seq=s, claim="w",
                         status_code=200, response="{}") for s in (0, 1)])
