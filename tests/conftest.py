@@ -90,9 +90,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def mock() -> Iterator[object]:
-    from mock_upstream.server import start_in_thread
-
     from mock_upstream.config import MockConfig
+    from mock_upstream.server import start_in_thread
 
     running = start_in_thread(MockConfig())
     yield running
