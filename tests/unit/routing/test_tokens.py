@@ -118,3 +118,23 @@ def test_without_a_cache_dir_every_model_uses_the_heuristic(offline: None) -> No
     req = ChatRequest(model="gpt-4o", messages=[{"role": "user", "content": "y" * 100}])
 
     assert estimate_tokens(req, tokenizer=Tokenizer(None)).prompt == 25 + 4 + 3
+
+
+def test_the_router_counts_an_alias_as_its_deployments_model(
+        cache_dir: Path, offline: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from routing import tokens
+    from routing.router import Router
+    from tests.unit.routing.conftest import catalog
+
+    monkeypatch.setattr(tokens, "_tokenizer", Tokenizer(cache_dir))
+    cat = catalog("  a: {provider: openai, base_url: x, model: gpt-4-turbo}\n"
+                  "  b: {provider: anthropic, base_url: x, model: claude-3-5-haiku}",
+                  models="  mini: {deployments: [a]}\n  haiku: {deployments: [b]}")
+
+    def prompt(model: str) -> int:
+        req = ChatRequest(model=model, messages=[{"role": "user",
+                                                  "content": "tokenization is fun"}])
+        return Router(cat).plan(req).tokens.prompt - 4 - 3  # less the framing
+
+    assert prompt("mini") == 4  # cl100k_base: token|ization|␣is|␣fun
+    assert prompt("haiku") == 5  # 19 characters / 4, rounded up
