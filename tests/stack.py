@@ -51,6 +51,20 @@ class Stack:
             self._producer = Producer(self.settings)
         return self._producer
 
+    def tenant_producer(self, tenant_id: str, limits: object = None):  # type: ignore[no-untyped-def]
+        """A producer acting with a new key of a new tenant ``tenant_id`` with ``limits``."""
+        from pydantic import SecretStr
+
+        from producers import Producer
+        from storage import make_engine
+        from storage.tenants import create_key, create_tenant
+
+        engine = make_engine(self.settings.database_url)
+        create_tenant(engine, tenant_id, limits=limits)  # type: ignore[arg-type]
+        key = create_key(engine, tenant_id).key
+        engine.dispose()
+        return Producer(self.settings.model_copy(update={"api_key": SecretStr(key)}))
+
     def start_worker(self, *args: str, ready: bool = True, hostname: str | None = None,
                      **env: str) -> WorkerProcess:
         n = len(self.workers)

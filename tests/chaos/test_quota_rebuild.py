@@ -8,25 +8,13 @@ from decimal import Decimal
 import httpx
 import pytest
 import redis
-from pydantic import SecretStr
 
 from bench.chaos import RedisServer
-from producers import Producer
 from schemas.jobs import JobStatus
 from schemas.keys import EPOCH_KEY
 from schemas.tenants import Budget, TenantLimits
-from storage import make_engine
-from storage.tenants import create_key, create_tenant
 from tests.helpers import wait_for
 from tests.stack import CATALOG, Stack
-
-
-def _tenant(stack: Stack, limits: TenantLimits) -> Producer:
-    engine = make_engine(stack.settings.database_url)
-    create_tenant(engine, "t1", limits=limits)
-    key = create_key(engine, "t1").key
-    engine.dispose()
-    return Producer(stack.settings.model_copy(update={"api_key": SecretStr(key)}))
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -45,7 +33,8 @@ def test_a_redis_restart_does_not_give_a_tenant_a_fresh_budget(
         [f"probe {i}" for i in range(4)], model="small").id, timeout=60)
     mean = probe.cost / 4  # requests differ by a few tokens
     budget = (mean * 24).quantize(Decimal("0.000001"))
-    producer = _tenant(stack, TenantLimits(budget=Budget(amount=budget, period="daily")))
+    producer = stack.tenant_producer(
+        "t1", TenantLimits(budget=Budget(amount=budget, period="daily")))
     first = producer.wait(producer.submit([f"warm-up {i}" for i in range(18)],
                                           model="small").id, timeout=60)
     assert first.counts.get("succeeded") == 18 and first.cost < budget
@@ -65,7 +54,7 @@ def test_a_redis_restart_does_not_give_a_tenant_a_fresh_budget(
 def test_a_redis_restart_does_not_reopen_a_tenants_rate_window(
         chaos_stack: Stack, private_redis: RedisServer) -> None:
     stack = chaos_stack
-    producer = _tenant(stack, TenantLimits(rpm=30, limit_window_s=15.0))
+    producer = stack.tenant_producer("t1", TenantLimits(rpm=30, limit_window_s=15.0))
     stack.start_worker()
     client = redis.Redis.from_url(private_redis.url)
     wait_for(lambda: client.exists(EPOCH_KEY), 30, "the reconciler's first pass")

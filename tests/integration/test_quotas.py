@@ -22,17 +22,9 @@ from tests.helpers import wait_for
 from tests.stack import CATALOG, Stack
 
 
-def _tenant(stack: Stack, limits: TenantLimits) -> Producer:
-    engine = make_engine(stack.settings.database_url)
-    create_tenant(engine, "t1", limits=limits)
-    key = create_key(engine, "t1").key
-    engine.dispose()
-    return Producer(stack.settings.model_copy(update={"api_key": SecretStr(key)}))
-
-
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_tenant_over_its_rate_is_spread_out_not_failed(stack: Stack) -> None:
-    producer = _tenant(stack, TenantLimits(rpm=60, limit_window_s=1.0))  # 60 per second
+    producer = stack.tenant_producer("t1", TenantLimits(rpm=60, limit_window_s=1.0))  # 60 a second
     for _ in range(2):
         stack.start_worker()
     started = time.monotonic()
@@ -56,7 +48,7 @@ def test_a_budget_stops_the_tenant_with_an_overrun_bounded_by_what_was_in_flight
                            '{{input: "1000", output: "1000"}}')  # ~$0.01-0.05 a request
     path = stack.tmp / "dear.yaml"
     path.write_text(dear.format(url=stack.mock_url))
-    producer = _tenant(stack, TenantLimits(budget=Budget(amount=Decimal("0.50"),
+    producer = stack.tenant_producer("t1", TenantLimits(budget=Budget(amount=Decimal("0.50"),
                                                          period="daily", alert_at=0.8)))
     in_flight = 8
     stack.start_worker("--max-in-flight", str(in_flight), BATCHYARD_CONFIG=str(path))
@@ -93,7 +85,7 @@ def test_a_pause_budget_holds_the_job_until_the_budget_is_raised(stack: Stack) -
     from storage.tenants import set_limits
 
     paused_budget = Budget(amount=Decimal("0.20"), period="daily", on_exceeded="pause")
-    producer = _tenant(stack, TenantLimits(budget=paused_budget))
+    producer = stack.tenant_producer("t1", TenantLimits(budget=paused_budget))
     stack.start_worker("--max-in-flight", "4", BATCHYARD_CONFIG=_dear_catalog(stack))
     job = producer.submit([f"question {i}" for i in range(40)], model="small")
 
