@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,16 +100,14 @@ class Limiter:
         self._call_timeout_s = call_timeout_s
         self._runner: ScriptRunner | None = None
 
-    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    def _submit(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         if self._runner is None:  # created on first use, on the loop that uses it
             self._runner = ScriptRunner(self._url, {"admit": ADMIT, "settle": SETTLE,
                                                     "peek": PEEK})
-        try:
-            return await self._runner.run(name, keys, args)
-        except _UNREACHABLE as exc:
-            raise RoutingStateError(
-                f"the routing state in Redis does not answer ({type(exc).__name__}: {exc})"
-            ) from exc
+        return self._runner.submit(name, keys, args)
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await _reply(self._submit(name, keys, args))
 
     def lease_ms(self, dep: Deployment) -> int:
         return int(((dep.timeout_s or self._call_timeout_s) + LEASE_MARGIN_S) * 1000)
@@ -140,6 +138,14 @@ class Limiter:
                      now_ms: int | None = None) -> bool:
         """Record how the call ended: actual tokens, health, latency. True if it opened the
         breaker."""
+        return await self.settle_soon(admission, verdict, tokens=tokens, latency_ms=latency_ms,
+                                      cool_s=cool_s, now_ms=now_ms)
+
+    def settle_soon(self, admission: Admission, verdict: Verdict, *, tokens: int,
+                    latency_ms: float | None = None, cool_s: float = 0.0,
+                    now_ms: int | None = None) -> Awaitable[bool]:
+        """``settle``, queued now (ahead of anything queued after it); await the answer later
+        (it must be awaited)."""
         dep, b = admission.deployment, self._policy.breaker
         keys = _keys(dep)[:3]
         args = ["" if now_ms is None else now_ms, admission.member, tokens, int(dep.limited),
@@ -147,7 +153,7 @@ class Limiter:
                 int(admission.probe), int(cool_s * 1000), b.consecutive_failures,
                 b.failure_rate, b.min_calls, int(b.window_s * 1000), int(b.cooldown_s * 1000),
                 self._policy.latency_alpha, HEALTH_TTL_MS]
-        return bool(await self._run("settle", keys, args))
+        return _opened(self._submit("settle", keys, args))
 
     async def peek(self, deps: Sequence[Deployment], *, now_ms: int | None = None
                    ) -> dict[str, DeploymentState]:
@@ -167,6 +173,19 @@ class Limiter:
         if self._runner is not None:
             await self._runner.aclose()
             self._runner = None
+
+
+async def _reply(future: asyncio.Future[Any]) -> Any:
+    try:
+        return await future
+    except _UNREACHABLE as exc:
+        raise RoutingStateError(
+            f"the routing state in Redis does not answer ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+async def _opened(future: asyncio.Future[Any]) -> bool:
+    return bool(await _reply(future))
 
 
 def _text(value: bytes | str) -> str:

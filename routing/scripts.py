@@ -60,12 +60,17 @@ class ScriptRunner:
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """The script's reply; Redis and connection errors are raised as they come."""
+        return await self.submit(name, keys, args)
+
+    def submit(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """Queue the call now (calls reach Redis in the order queued); its reply comes on the
+        future."""
         loop = asyncio.get_running_loop()
         call = _Call(name, keys, args, loop.create_future())
         if not self._pending:
             loop.call_soon(self._flush)
         self._pending.append(call)
-        return await call.future
+        return call.future
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []

@@ -134,7 +134,7 @@ class Pipeline:
             provider = get_provider(dep.provider)
             reply = await self.client.send(provider, a.req, dep)
         except UpstreamError as exc:
-            await self.router.release(ticket, exc, tokens=a.plan.tokens.prompt)
+            self.router.release_soon(ticket, exc, tokens=a.plan.tokens.prompt)
             a.trail.call(a.row.attempts, ticket, status=exc.status, error=exc.code)
             return exc
         except BaseException:  # a bug or a cancellation: free the admission, then go on up
@@ -142,8 +142,8 @@ class Pipeline:
                                       verdict=Verdict.VOID)
             raise
         result = reply.result
-        await self.router.release(ticket, None, latency_ms=reply.latency_ms,
-                                  tokens=result.usage.total_tokens or ticket.admission.tokens)
+        self.router.release_soon(ticket, None, latency_ms=reply.latency_ms,
+                                 tokens=result.usage.total_tokens or ticket.admission.tokens)
         a.trail.call(a.row.attempts, ticket, status=result.status_code, ms=reply.latency_ms)
         return Outcome(
             kind=OutcomeKind.SUCCEEDED, status_code=result.status_code,
