@@ -249,8 +249,13 @@ class Quotas:
             edges = [period_start(budget, now).timestamp(), now.timestamp() + 86_400]
         window_s = limits.limit_window_s if limits.rpm or limits.tpm else None
         since = now.timestamp() - window_s if window_s else None
-        seen = (await asyncio.to_thread(self._history, scope, edges, since)
-                if self._history is not None else ScopeHistory(spend=[], calls=[]))
+        seen = ScopeHistory(spend=[], calls=[])
+        if self._history is not None:
+            try:
+                seen = await asyncio.to_thread(self._history, scope, edges, since)
+            except Exception as exc:  # the database is down: wait for it, admit nothing
+                raise RoutingStateError(f"the spend of {scope.name} could not be read from the "
+                                        f"database ({type(exc).__name__})") from exc
         spend: list[Any] = []
         for i, amount in enumerate(seen.spend):
             if amount > 0:

@@ -82,3 +82,29 @@ def test_seeded_calls_fill_the_rate_window(redis_url: str) -> None:
     assert first.kind is OutcomeKind.SUCCEEDED  # 3 seeded + this one = 4
     assert second.kind is third.kind is OutcomeKind.DEFERRED
     assert second.error_message == "tenant 't1' is at its rpm limit"
+
+
+def test_a_database_that_cannot_say_the_spend_admits_nothing(redis_url: str) -> None:
+    import pytest
+
+    from schemas.errors import RoutingStateError
+
+    def history(scope: QuotaScope, edges: Sequence[float], since: float | None) -> ScopeHistory:
+        raise ConnectionError("database down")
+
+    quotas = Quotas(redis_url, history=history)
+    called: list[int] = []
+
+    async def call() -> Outcome:
+        called.append(1)
+        return await _ok()
+
+    async def scenario() -> None:
+        try:
+            await quotas.guard(_row(TenantLimits(budget=ROLLING)), PLAN, call)
+        finally:
+            await quotas.aclose()
+
+    with pytest.raises(RoutingStateError, match="spend of tenant 't1' could not be read"):
+        run(scenario())
+    assert called == []  # the pipeline defers the request: it waits for the database
