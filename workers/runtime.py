@@ -13,6 +13,7 @@ from routing.catalog import load_catalog
 from schemas.settings import Settings, read_secret
 from storage.db import make_engine
 from workers.engine import Engine
+from workers.memory import tune_collector
 from workers.reconciler import Reconciler
 from workers.webhooks import WebhookSender
 
@@ -55,6 +56,7 @@ def install(app: Celery, settings: Settings) -> None:
             _runtime = build(settings)
             _runtime.reconciler.start()
             _runtime.webhooks.start()
+            tune_collector()
             log.info("batchyard engine ready: %d calls in flight at most",
                      settings.worker.max_in_flight)
 
