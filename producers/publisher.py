@@ -12,6 +12,9 @@ from schemas.keys import CHUNK_TASK, TIER_ORDER, Tier, queue_name
 
 __all__ = ["Publisher", "chunked", "tier_queues"]
 
+PUBLISH_BATCH = 1000
+"""Messages sent to Redis in one pipeline at most (kombu's ``Producer.batch``)."""
+
 
 def tier_queues() -> list[Queue]:
     """One durable direct queue per tier, in priority order; producers and workers share it."""
@@ -34,16 +37,25 @@ class Publisher:
         self.app.conf.task_queues = tier_queues()
 
     def publish(self, job_id: str, tier: Tier, seqs: Sequence[int], chunk_size: int) -> int:
-        """Publish the seqs of a job in chunks; return the number of messages."""
+        """Publish the seqs of a job in chunks; return the number of messages.
+
+        The messages go to Redis in pipelines of up to ``PUBLISH_BATCH`` (one round trip each,
+        not one per message), and each carries a short ``argsrepr`` (what Flower shows)
+        instead of the repr Celery would build of every seq. If Redis fails part way, some
+        chunks are queued and the call raises: the job is stored and not marked dispatched,
+        so the reconciler publishes it again (claims make the duplicates harmless).
+        """
         chunks = chunked(seqs, chunk_size)
-        with self.app.producer_or_acquire() as producer:
+        queue = queue_name(tier)
+        with self.app.producer_or_acquire() as producer, producer.batch(PUBLISH_BATCH):
             for chunk in chunks:
                 message = ChunkMessage(job_id=job_id, seqs=chunk, tier=tier)
                 self.app.send_task(
                     CHUNK_TASK,
                     args=[message.model_dump(mode="json")],
-                    queue=queue_name(tier),
+                    queue=queue,
                     producer=producer,
+                    argsrepr=f"{job_id} seqs {chunk[0]}-{chunk[-1]} ({len(chunk)})",
                 )
         return len(chunks)
 
