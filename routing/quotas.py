@@ -133,12 +133,14 @@ class Quotas:
     @staticmethod
     def scopes(row: Claimed) -> list[QuotaScope]:
         """The scopes with limits that a call of ``row`` must fit."""
-        found = [QuotaScope(tenant_id=row.tenant_id, key_id=None,
-                            limits=row.tenant_limits or _NO_LIMITS)]
-        if row.key_id is not None:
+        found = []  # None (no limits stored) is the common case: no model is compared then
+        if row.tenant_limits is not None and row.tenant_limits != _NO_LIMITS:
+            found.append(QuotaScope(tenant_id=row.tenant_id, key_id=None,
+                                    limits=row.tenant_limits))
+        if row.key_limits is not None and row.key_limits != _NO_LIMITS:
             found.append(QuotaScope(tenant_id=row.tenant_id, key_id=row.key_id,
-                                    limits=row.key_limits or _NO_LIMITS))
-        return [s for s in found if s.limits != _NO_LIMITS]
+                                    limits=row.key_limits))
+        return found
 
     async def guard(self, row: Claimed, plan: Plan, call: Callable[[], Awaitable[Outcome]]
                     ) -> Outcome:
