@@ -129,10 +129,29 @@ def show(settings: Settings, tenant_id: str, as_json: bool) -> None:
     from storage.tenants import get_tenant, list_keys
 
     engine = _engine(settings)
-    _print_tenant(get_tenant(engine, tenant_id), as_json)
+    tenant = get_tenant(engine, tenant_id)
+    _print_tenant(tenant, as_json)
     if not as_json:
+        if tenant.limits.budget is not None:
+            click.echo(_spent(engine, tenant.id, tenant.limits.budget))
         active = [k.id for k in list_keys(engine, tenant_id) if k.active]
         click.echo(f"active keys: {', '.join(active) or 'none'}")
+
+
+def _spent(engine: Engine, tenant_id: str, budget: Budget) -> str:
+    """The tenant's spend in its budget's current period, as the database has it."""
+    from datetime import UTC, datetime
+
+    from routing.quotas import period_start
+    from schemas.tenants import QuotaScope
+    from storage.tenants import usage_history
+
+    now = datetime.now(UTC)
+    edges = [period_start(budget, now).timestamp(), now.timestamp() + 1]
+    scope = QuotaScope(tenant_id=tenant_id, key_id=None, limits=TenantLimits(budget=budget))
+    spent = sum(usage_history(engine, scope, edges, None).spend, Decimal(0))
+    return (f"spent ${spent:.6f} of ${budget.amount} this {budget.period} period "
+            f"({spent / budget.amount:.0%})")
 
 
 def _print_tenant(tenant: TenantView, as_json: bool) -> None:

@@ -33,6 +33,7 @@ def test_tenants_and_keys_from_the_command_line(stack: Stack, tmp_path: Path) ->
     mine = _run(stack, "--api-key", key, "status", job["id"], "--json")
     theirs = _run(stack, "--api-key", other, "status", job["id"])
     shown = json.loads(_run(stack, "tenants", "show", "acme", "--json").stdout)
+    told = _run(stack, "tenants", "show", "acme").stdout
     listed = json.loads(_run(stack, "keys", "list", "--tenant", "acme", "--json").stdout)
     revoked = _run(stack, "keys", "revoke", listed[0]["id"])
     after = _run(stack, "--api-key", key, "status", job["id"])
@@ -41,6 +42,7 @@ def test_tenants_and_keys_from_the_command_line(stack: Stack, tmp_path: Path) ->
     assert job["tenant_id"] == "acme" and mine.returncode == 0
     assert theirs.returncode == 2 and f"no job '{job['id']}'" in theirs.stderr
     assert shown["limits"]["rpm"] == 60 and shown["limits"]["budget"]["amount"] == "5"
+    assert "spent $0.000000 of $5 this monthly period (0%)" in told
     assert key not in json.dumps(listed) and listed[0]["id"] == key[:12]
     assert revoked.returncode == 0
     assert after.returncode == 2 and "invalid or revoked API key" in after.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from decimal import Decimal
 
@@ -18,7 +20,7 @@ from schemas.tenants import Budget, TenantLimits
 from storage import make_engine
 from storage.models import REQUESTS
 from storage.tenants import create_key, create_tenant
-from tests.helpers import wait_for
+from tests.helpers import ROOT, wait_for
 from tests.stack import CATALOG, Stack
 
 
@@ -67,6 +69,9 @@ def test_a_budget_stops_the_tenant_with_an_overrun_bounded_by_what_was_in_flight
     assert final.cost == sum(r.cost for r in rows) >= Decimal("0.50")
     assert final.cost - Decimal("0.50") <= in_flight * max(r.cost for r in charged)
     assert "reached its daily budget of $0.50" in (stopped[0].error_message or "")
+    shown = subprocess.run([sys.executable, "-m", "batchyard", "tenants", "show", "t1"],
+                           env=stack.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert f"spent ${final.cost:.6f} of $0.50 this daily period" in shown.stdout
     alerts = redis.Redis.from_url(redis_url).xrange(tenant_key("t1", "alerts"))
     assert len(alerts) == 1 and alerts[0][1][b"type"] == b"budget.alert"
     producer.close()
