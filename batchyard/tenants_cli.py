@@ -144,7 +144,7 @@ def _spent(engine: Engine, tenant_id: str, budget: Budget) -> str:
 
     from routing.quotas import period_start
     from schemas.tenants import QuotaScope
-    from storage.tenants import usage_history
+    from storage.history import usage_history
 
     now = datetime.now(UTC)
     edges = [period_start(budget, now).timestamp(), now.timestamp() + 1]

@@ -23,27 +23,34 @@ provider accepts instead of all at once.
 
 **When Redis does not answer**, nothing is sent: a limit that cannot be checked is not
 bypassed. ``RoutingStateError`` (retryable) makes the request wait and try again.
+
+**When Redis lost its data**, a rate-limited deployment's window is seeded first: its calls
+answered within the last window, as the database has them (``history``), go back into the
+window before anything is admitted, so a restart does not let a provider see its limit twice
+in one window. Retried attempts that ended in a failover are not rows of their own and are
+not seen; calls in flight at the loss count again once they settle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from routing.health import DeploymentState, Verdict
-from routing.lua import ADMIT, PEEK, SETTLE
+from routing.lua import ADMIT, PEEK, SEED, SETTLE
 from routing.scripts import ScriptRunner
 from routing.strategies import Ordering
 from schemas.catalog import Deployment, RoutingPolicy
 from schemas.errors import RoutingStateError
 from schemas.keys import route_key
 
-__all__ = ["Admission", "Limiter", "Refusal"]
+__all__ = ["Admission", "CallHistory", "Limiter", "Refusal"]
 
 LEASE_MARGIN_S = 5.0
 """A call's lease on its concurrency slot is its timeout plus this."""
@@ -53,6 +60,10 @@ HEALTH_TTL_MS = 24 * 3600 * 1000
 """A deployment's health hash lives this long after its last report."""
 
 _UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
+
+CallHistory = Callable[[str, float], list[tuple[float, int]]]
+"""``history(deployment, since epoch s)``: its calls answered since then, newest first
+(answer time in epoch s, tokens); a blocking database read, run in a thread."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +105,9 @@ class Limiter:
     """
 
     def __init__(self, redis_url: str, policy: RoutingPolicy, *,
-                 call_timeout_s: float = 120.0) -> None:
+                 call_timeout_s: float = 120.0, history: CallHistory | None = None) -> None:
         self._url = redis_url
+        self._history = history
         self._policy = policy
         self._call_timeout_s = call_timeout_s
         self._runner: ScriptRunner | None = None
@@ -103,7 +115,7 @@ class Limiter:
     def _submit(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         if self._runner is None:  # created on first use, on the loop that uses it
             self._runner = ScriptRunner(self._url, {"admit": ADMIT, "settle": SETTLE,
-                                                    "peek": PEEK})
+                                                    "peek": PEEK, "seed": SEED})
         return self._runner.submit(name, keys, args)
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
@@ -120,18 +132,44 @@ class Limiter:
         args: list[Any] = ["" if now_ms is None else now_ms, secrets.token_hex(8),
                            int(dry_run), ordering.sort_by]
         for dep in deps:
-            keys += _keys(dep)
+            keys += [*_keys(dep), route_key(dep.name, "seeded")]
             held = min(tokens, dep.tpm) if dep.tpm else tokens
             args += [dep.rpm or 0, dep.tpm or 0, dep.max_concurrency or 0,
                      int(dep.limit_window_s * 1000), held, self.lease_ms(dep),
                      DEFAULT_LATENCY_MS]
         index, wait_ms, probe, member, raw = await self._run("admit", keys, args)
+        if _text(member) == "seed":  # Redis lost the windows: ask the database, then again
+            for i, _, _ in raw:
+                await self._seed(deps[i - 1])
+            index, wait_ms, probe, member, raw = await self._run("admit", keys, args)
+            if _text(member) == "seed":
+                raise RoutingStateError("the deployments' windows could not be seeded")
         if index:
             dep = deps[index - 1]
             held = min(tokens, dep.tpm) if dep.tpm else tokens
             return Admission(dep, _text(member), held, bool(probe))
         reasons = tuple((deps[i - 1].name, _text(why), ms / 1000) for i, why, ms in raw)
         return Refusal(_text(member) == "saturated", wait_ms / 1000, reasons)
+
+    async def _seed(self, dep: Deployment) -> None:
+        """Put the deployment's calls of the last window, as the database has them, back into
+        its window (once: the script ignores a second seeding)."""
+        window_ms = int(dep.limit_window_s * 1000)
+        calls: list[tuple[float, int]] = []
+        if self._history is not None:
+            since = time.time() - dep.limit_window_s
+            try:
+                calls = await asyncio.to_thread(self._history, dep.name, since)
+            except Exception as exc:  # the database is down: wait for it, admit nothing
+                raise RoutingStateError(f"the calls of {dep.name!r} could not be read from "
+                                        f"the database ({type(exc).__name__})") from exc
+        args: list[Any] = ["", window_ms]
+        for n, (at, used) in enumerate(calls):
+            ms = int(at * 1000)
+            args += [f"seed{secrets.token_hex(4)}{n}|{used}|{ms}", ms]
+        keys = [route_key(dep.name, "window"), route_key(dep.name, "tokens"),
+                route_key(dep.name, "seeded")]
+        await self._run("seed", keys, args)
 
     async def settle(self, admission: Admission, verdict: Verdict, *, tokens: int,
                      latency_ms: float | None = None, cool_s: float = 0.0,

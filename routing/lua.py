@@ -12,6 +12,11 @@ State per deployment (key names in ``schemas.keys.route_key``):
   (a 429 cooldown), ``streak``, ``win_*`` (the failure-rate window), ``latency`` (EWMA, ms),
   ``opened`` (how many times the breaker opened).
 - ``slots``: the next start time given to a request that waits for capacity.
+- ``seeded``: set once ``window`` holds what the database knew of the deployment's calls.
+  It vanishes with the rest when Redis loses its data: ADMIT then answers "seed first" for a
+  deployment with rpm or tpm limits, the worker reads the deployment's calls of the last
+  window from the database, and SEED adds them once (whichever worker is first), so a Redis
+  restart does not reopen a provider's window.
 
 Times are milliseconds of the Redis server's clock (one clock for every worker host), unless
 the caller passes ``now`` (tests do, to control time).
@@ -19,7 +24,7 @@ the caller passes ``now`` (tests do, to control time).
 
 from __future__ import annotations
 
-__all__ = ["ADMIT", "PEEK", "SETTLE"]
+__all__ = ["ADMIT", "PEEK", "SEED", "SETTLE"]
 
 _PRELUDE = """
 local function num(v) return tonumber(v) or 0 end
@@ -43,15 +48,26 @@ local now = clock()
 """
 
 ADMIT = _PRELUDE + """
--- KEYS: window, tokens, health, slots of each candidate, in the strategy's order.
+-- KEYS: window, tokens, health, slots, seeded of each candidate, in the strategy's order.
 -- ARGV: now, member id, dry run (1/0), sort by ('', 'in_flight', 'latency'), then per
 -- candidate: rpm, tpm, concurrency, window ms, tokens, lease ms, default latency ms.
--- Returns {index admitted or 0, wait ms, probe (1/0), member or kind, {{i, reason, ms}...}}.
+-- Returns {index admitted or 0, wait ms, probe (1/0), member or kind, {{i, reason, ms}...}};
+-- kind 'seed': the reasons name the rate-limited candidates whose window is to be seeded.
 local id, dry, sort_by = ARGV[2], ARGV[3] == '1', ARGV[4]
-local n = #KEYS / 4
+local n = #KEYS / 5
 local PROBE_RECHECK_MS = 1000
 local function arg(i, j) return tonumber(ARGV[4 + (i - 1) * 7 + j]) end
-local function key(i, j) return KEYS[(i - 1) * 4 + j] end
+local function key(i, j) return KEYS[(i - 1) * 5 + j] end
+
+if not dry then
+  local unseeded = {}
+  for i = 1, n do
+    if (arg(i, 1) > 0 or arg(i, 2) > 0) and redis.call('EXISTS', key(i, 5)) == 0 then
+      table.insert(unseeded, {i, 'seed', 0})
+    end
+  end
+  if #unseeded > 0 then return {0, 0, 0, 'seed', unseeded} end
+end
 
 local order = {}
 for i = 1, n do order[i] = i end
@@ -274,4 +290,18 @@ for i = 1, #KEYS / 4 do
   }
 end
 return {now, out}
+"""
+
+SEED = _PRELUDE + """
+-- KEYS: window, tokens, seeded of one deployment. ARGV: now, window ms, then pairs (member,
+-- score ms): the calls the database saw answered within the last window.
+-- Adds them once (0: another worker was first); the token sum is recomputed from the window.
+if not redis.call('SET', KEYS[3], now, 'NX') then return 0 end
+for i = 3, #ARGV, 2 do redis.call('ZADD', KEYS[1], tonumber(ARGV[i + 1]), ARGV[i]) end
+if #ARGV > 2 then
+  local ttl = tonumber(ARGV[2]) + 60000
+  redis.call('SET', KEYS[2], sum_tokens(KEYS[1], '-inf'), 'PX', ttl)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 1
 """

@@ -44,10 +44,11 @@ class Tier(StrEnum):
 TIER_ORDER: tuple[Tier, ...] = (Tier.REALTIME, Tier.HIGH, Tier.STANDARD, Tier.BULK)
 
 
-ROUTE_KINDS = ("window", "tokens", "health", "slots")
+ROUTE_KINDS = ("window", "tokens", "health", "slots", "seeded")
 """Shared routing state per deployment: ``window`` (a sorted set of admitted calls),
-``tokens`` (their token sum), ``health`` (a hash: breaker, cooldown, latency average) and
-``slots`` (the next start time handed to a request that waits for capacity)."""
+``tokens`` (their token sum), ``health`` (a hash: breaker, cooldown, latency average),
+``slots`` (the next start time handed to a request that waits for capacity) and ``seeded``
+(set once ``window`` holds what the database knew after Redis lost its data)."""
 
 
 def route_key(deployment: str, kind: str) -> str:

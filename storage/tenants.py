@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import secrets
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Connection,
     Engine,
-    and_,
-    case,
     func,
     insert,
     select,
-    type_coerce,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -40,14 +33,11 @@ from schemas.tenants import (
     ApiKeyView,
     Identity,
     NewApiKey,
-    QuotaScope,
-    ScopeHistory,
     TenantLimits,
     TenantView,
     valid_tenant_id,
 )
 from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS
-from storage.money import from_pico
 
 __all__ = [
     "authenticate",
@@ -62,15 +52,12 @@ __all__ = [
     "revoke_key",
     "set_key_limits",
     "set_limits",
-    "usage_history",
     "wake_paused",
 ]
 
 _T = TENANTS
 _K = API_KEYS
 _SECRET_BYTES = 32
-HISTORY_CALLS = 5_000
-"""Calls of the last window read back per scope when Redis lost its counters."""
 
 
 def _hash(key: str) -> str:
@@ -236,47 +223,6 @@ def wake_paused(conn: Connection, tenant_id: str, key_id: str | None = None) -> 
                    REQUESTS.c.error_code == BUDGET_PAUSED, REQUESTS.c.job_id.in_(jobs))
             .values(not_before=time.time()))
     return int(conn.execute(stmt).rowcount or 0)
-
-
-def usage_history(engine: Engine, scope: QuotaScope, edges: Sequence[float],
-                  since: float | None, *, limit: int = HISTORY_CALLS) -> ScopeHistory:
-    """What the database knows of a quota scope (``routing.quotas`` seeds Redis with it): the
-    cost of its requests finished between consecutive ``edges`` (epoch s), and, given
-    ``since``, its calls answered since then and those running now (newest first, at most
-    ``limit``: a scope's rate limit is rarely above it; past it the rest count as one)."""
-    jobs = select(JOBS.c.id).where(JOBS.c.tenant_id == scope.tenant_id)
-    if scope.key_id is not None:
-        jobs = jobs.where(JOBS.c.api_key_id == scope.key_id)
-    mine = REQUESTS.c.job_id.in_(jobs)
-    when = [datetime.fromtimestamp(e, UTC) for e in edges]
-    spend: list[Decimal] = []
-    calls: list[tuple[float, int]] = []
-    with engine.connect() as conn:
-        if len(when) > 1:
-            cost = type_coerce(REQUESTS.c.cost, BigInteger)
-            sums = [func.sum(case((and_(REQUESTS.c.finished_at >= a, REQUESTS.c.finished_at < b),
-                                       cost), else_=0))
-                    for a, b in itertools.pairwise(when)]
-            row = conn.execute(select(*sums).where(mine, REQUESTS.c.finished_at >= when[0],
-                                                   REQUESTS.c.finished_at < when[-1])).one()
-            spend = [from_pico(v) for v in row]
-        if since is not None:
-            now = time.time()
-            running = conn.execute(select(func.count()).where(
-                mine, REQUESTS.c.state == RequestState.RUNNING.value,
-                REQUESTS.c.lease_until > now)).scalar() or 0
-            calls = [(now, 0)] * min(int(running), limit)
-            done = conn.execute(
-                select(REQUESTS.c.finished_at, REQUESTS.c.prompt_tokens,
-                       REQUESTS.c.completion_tokens)
-                .where(mine, REQUESTS.c.finished_at >= datetime.fromtimestamp(since, UTC),
-                       REQUESTS.c.attempts > 0)
-                .order_by(REQUESTS.c.finished_at.desc()).limit(limit + 1)).all()
-            calls += [(_utc(r.finished_at).timestamp(), r.prompt_tokens + r.completion_tokens)
-                      for r in done]
-            if len(calls) > limit:  # fold the rest into one call holding their tokens
-                calls = [*calls[:limit - 1], (calls[-1][0], sum(t for _, t in calls[limit - 1:]))]
-    return ScopeHistory(spend=spend, calls=calls)
 
 
 def lock_tenant(conn: Connection, tenant_id: str) -> None:

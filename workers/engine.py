@@ -29,8 +29,8 @@ from schemas.jobs import ChunkMessage
 from schemas.keys import Tier
 from schemas.outcomes import Claimed, Outcome, OutcomeKind
 from schemas.settings import Settings
+from storage.history import deployment_calls, usage_history
 from storage.requests import claim
-from storage.tenants import usage_history
 from workers.capacity import Capacity, default_reserve
 from workers.pipeline import Pipeline
 from workers.writer import OutcomeWriter
@@ -74,7 +74,8 @@ class Engine:
         self._thread.start()
         self._client = UpstreamClient(settings.upstream)
         limiter = Limiter(settings.redis_url, catalog.routing,
-                          call_timeout_s=settings.upstream.timeout_s)
+                          call_timeout_s=settings.upstream.timeout_s,
+                          history=partial(deployment_calls, db))
         self._pipeline = Pipeline(Router(catalog, limiter), self._client, settings.worker,
                                   quotas=Quotas(settings.redis_url,
                                                 history=partial(usage_history, db)))

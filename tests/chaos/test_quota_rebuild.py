@@ -1,9 +1,11 @@
-"""Quotas after Redis loses every key: rebuilt from the database, so a restart neither hands a
-tenant a fresh budget nor opens its rate window early."""
+"""Quotas and rate windows after Redis loses every key: rebuilt from the database, so a restart
+neither hands a tenant a fresh budget nor opens a tenant's or a deployment's window early."""
 
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,7 +16,7 @@ from schemas.jobs import JobStatus
 from schemas.keys import EPOCH_KEY
 from schemas.tenants import Budget, TenantLimits
 from tests.helpers import wait_for
-from tests.stack import CATALOG, Stack
+from tests.stack import CATALOG, Stack, make_stack
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -70,3 +72,29 @@ def test_a_redis_restart_does_not_reopen_a_tenants_rate_window(
     assert stats["total"] == 60
     assert stats["max_in_window_all"] <= 32  # 30 a window (+2: admission vs arrival skew)
     producer.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_redis_restart_does_not_reopen_a_deployments_rate_window(
+        tmp_path: Path, database_url: str, private_redis: RedisServer, mock: Any) -> None:
+    limited = CATALOG.replace('    weight: 1\n    pricing: {{input: "0.15"',
+                              '    weight: 1\n    rpm: 30\n    limit_window_s: 15\n'
+                              '    pricing: {{input: "0.15"')
+    stack = make_stack(tmp_path, database_url, private_redis.url, mock.url, limited)
+    try:
+        stack.start_worker()
+        client = redis.Redis.from_url(private_redis.url)
+        wait_for(lambda: client.exists(EPOCH_KEY), 30, "the reconciler's first pass")
+        first = stack.producer.wait(stack.producer.submit(
+            [f"a{i}" for i in range(30)], model="small").id, timeout=60)
+
+        private_redis.restart(down_s=0.2)  # the deployment's window is gone from Redis
+        second = stack.producer.wait(stack.producer.submit(
+            [f"b{i}" for i in range(30)], model="small").id, timeout=90)
+
+        stats = httpx.get(f"{mock.url}/_mock/stats", params={"window": 15}).json()
+        assert first.counts.get("succeeded") == second.counts.get("succeeded") == 30
+        assert stats["by_model"]["up-a"] == 60
+        assert stats["max_in_window"]["up-a"] <= 30
+    finally:
+        stack.close()
