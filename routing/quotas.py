@@ -153,7 +153,9 @@ class Quotas:
         keys = [k for s in scopes for k in self._keys(s)]
         args = self._reserve_args(member, scopes, plan)
         verdict = await self._run("reserve", keys, args)
-        if int(verdict[0]) == -2:  # Redis does not know this scope's history: ask the database
+        for _ in scopes:  # a scope whose history Redis does not know: ask the database once
+            if int(verdict[0]) != -2:
+                break
             await self._seed(scopes[int(verdict[5]) - 1])
             verdict = await self._run("reserve", keys, args)
         admitted, wait_ms, reason, used, held, which = verdict

@@ -15,14 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from schemas.errors import AccessDeniedError, InputError, InputProblem, NotFoundError

@@ -108,3 +108,29 @@ def test_a_database_that_cannot_say_the_spend_admits_nothing(redis_url: str) -> 
     with pytest.raises(RoutingStateError, match="spend of tenant 't1' could not be read"):
         run(scenario())
     assert called == []  # the pipeline defers the request: it waits for the database
+
+
+def test_a_tenant_and_its_key_are_both_seeded_before_the_first_call(redis_url: str) -> None:
+    seeded: list[str | None] = []
+
+    def history(scope: QuotaScope, edges: Sequence[float], since: float | None) -> ScopeHistory:
+        seeded.append(scope.key_id)
+        return ScopeHistory(spend=[], calls=[])
+
+    quotas = Quotas(redis_url, history=history)
+    row = Claimed(job_id="batch_q", seq=0, custom_id="c", model="m", body="{}", attempts=1,
+                  claim="w", tenant_id="t1", tenant_limits=TenantLimits(rpm=10),
+                  key_id="bya_0000abcd", key_limits=TenantLimits(rpm=2))
+
+    async def scenario() -> list[Outcome]:
+        try:
+            return [await quotas.guard(row, PLAN, _ok) for _ in range(3)]
+        finally:
+            await quotas.aclose()
+
+    outcomes = run(scenario())
+
+    assert seeded == [None, "bya_0000abcd"]  # both, on the first call, once each
+    assert [o.kind for o in outcomes] == [OutcomeKind.SUCCEEDED, OutcomeKind.SUCCEEDED,
+                                          OutcomeKind.DEFERRED]
+    assert outcomes[2].error_message == "API key 'bya_0000abcd' is at its rpm limit"
