@@ -7,6 +7,7 @@ API key. A key is printed once, at creation; only its hash is stored.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -140,8 +141,6 @@ def show(settings: Settings, tenant_id: str, as_json: bool) -> None:
 
 def _spent(engine: Engine, tenant_id: str, budget: Budget) -> str:
     """The tenant's spend in its budget's current period, as the database has it."""
-    from datetime import UTC, datetime
-
     from routing.quotas import period_start
     from schemas.tenants import QuotaScope
     from storage.history import usage_history
@@ -152,6 +151,41 @@ def _spent(engine: Engine, tenant_id: str, budget: Budget) -> str:
     spent = sum(usage_history(engine, scope, edges, None).spend, Decimal(0))
     return (f"spent ${spent:.6f} of ${budget.amount} this {budget.period} period "
             f"({spent / budget.amount:.0%})")
+
+
+@tenants.command("alerts")
+@click.argument("tenant_id")
+@click.option("--last", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="How many of the newest alerts to show.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def alerts(settings: Settings, tenant_id: str, last: int, as_json: bool) -> None:
+    """Show TENANT_ID's budget alerts, newest first: one per budget (the tenant's or one of
+    its keys') and period, raised when spend crosses the budget's --alert-at share. They are
+    kept in Redis (the stream batchyard:tenant:<id>:alerts, its newest 1,000)."""
+    import redis
+
+    from schemas.keys import tenant_key
+
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        entries: list[tuple[str, dict[str, str]]] = client.xrevrange(  # type: ignore[assignment]
+            tenant_key(tenant_id, "alerts"), count=last)
+    finally:
+        client.close()
+    rows = [{"at": datetime.fromtimestamp(int(entry_id.split("-")[0]) / 1000, UTC)
+             .isoformat(timespec="seconds"), **fields} for entry_id, fields in entries]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no budget alerts for tenant {tenant_id}")
+        return
+    table = Table("at", "scope", "spent", "budget", "period")
+    for row in rows:
+        scope = f"key {row['api_key']}" if row.get("api_key") else "tenant"
+        table.add_row(row["at"], scope, f"${row['spent']}", f"${row['budget']}", row["period"])
+    console.print(table)
 
 
 def _print_tenant(tenant: TenantView, as_json: bool) -> None:

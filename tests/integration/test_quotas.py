@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -72,6 +73,13 @@ def test_a_budget_stops_the_tenant_with_an_overrun_bounded_by_what_was_in_flight
     shown = subprocess.run([sys.executable, "-m", "batchyard", "tenants", "show", "t1"],
                            env=stack.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert f"spent ${final.cost:.6f} of $0.50 this daily period" in shown.stdout
+    listed = subprocess.run([sys.executable, "-m", "batchyard", "tenants", "alerts", "t1",
+                             "--json"], env=stack.env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    [told] = json.loads(listed.stdout)
+    assert told["type"] == "budget.alert" and told["budget"] == "0.50"
+    assert told["period"] == "daily" and told["api_key"] == ""
+    assert Decimal("0.40") <= Decimal(told["spent"]) <= final.cost
     alerts = redis.Redis.from_url(redis_url).xrange(tenant_key("t1", "alerts"))
     assert len(alerts) == 1 and alerts[0][1][b"type"] == b"budget.alert"
     producer.close()
