@@ -9,8 +9,10 @@ usage and cost the provider reported. Out of budget, a scope's policy decides: `
 every request that reaches a worker after that as ``budget_exceeded``; ``pause`` defers them
 (the job shows as paused) until the next period starts (a rolling period: until its oldest
 bucket ages out), or until ``tenants limits`` / ``keys limits`` raise the budget, which wakes
-them at once (``storage.tenants.wake_paused``). Calls already in flight finish and are
-charged, which bounds the overrun by their reservations.
+them at once (``storage.tenants.wake_paused``). One sleeper, the probe, looks again every
+``recheck_s``; once a call of the scope is admitted again, the worker wakes the rest (a worker
+may have read the old limits before the raise and paused a request after the wake). Calls
+already in flight finish and are charged, which bounds the overrun by their reservations.
 
 The estimate: ``routing.tokens`` for the prompt plus the request's output limit or the
 catalog's ``default_completion_tokens``, priced at the dearest deployment of the plan at
@@ -124,9 +126,13 @@ def _bucket_ms(budget: Budget | None) -> int:
 class Quotas:
     """Reserve before the call, settle after; one per worker process (its asyncio loop)."""
 
-    def __init__(self, redis_url: str, *, history: History | None = None) -> None:
+    def __init__(self, redis_url: str, *, history: History | None = None,
+                 waker: Callable[[QuotaScope], int] | None = None,
+                 recheck_s: float = 60.0) -> None:
         self._url = redis_url
         self._history = history
+        self._waker = waker
+        self._recheck_s = recheck_s
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
 
@@ -160,11 +166,12 @@ class Quotas:
             verdict = await self._run("reserve", keys, args)
         admitted, wait_ms, reason, used, held, which = verdict
         if int(admitted) == 1:
+            await self._wake_sleepers(scopes)
             return await self._settled(row, scopes, keys, (member, plan.reserve), call)
         base = {"job_id": row.job_id, "seq": row.seq, "claim": row.claim, "route": row.route}
         scope = scopes[int(which) - 1]
         if int(admitted) == -1:
-            return self._out_of_budget(scope, int(used), int(held), base)
+            return await self._out_of_budget(scope, int(used), int(held), base)
         if int(admitted) == -2:
             raise RoutingStateError(f"the quotas of {scope.name} could not be seeded")
         return Outcome(kind=OutcomeKind.DEFERRED, throttled=True,
@@ -172,8 +179,8 @@ class Quotas:
                        error_code="tenant_rate_limited",
                        error_message=f"{scope.name} is at its {_text(reason)} limit", **base)
 
-    def _out_of_budget(self, scope: QuotaScope, used: int, held: int, base: dict[str, Any]
-                       ) -> Outcome:
+    async def _out_of_budget(self, scope: QuotaScope, used: int, held: int,
+                             base: dict[str, Any]) -> Outcome:
         budget = scope.limits.budget
         assert budget is not None
         spent = (f"{scope.name} reached its {budget.period} budget of ${budget.amount} "
@@ -187,11 +194,34 @@ class Quotas:
             again, when = now + timedelta(milliseconds=_bucket_ms(budget)), "as spend ages out"
         else:
             again, when = ends, f"at {ends.isoformat(timespec='seconds')}"
+        # Sleepers are noted, and one of them (the probe) looks again every recheck_s: limits a
+        # worker read before a raise may pause a request after the raise woke the others.
+        client = self._client()
+        until = max(int((again - now).total_seconds()) + 1, 1)
+        await client.set(scope.key("paused"), "1", ex=until)
+        if await client.set(scope.key("probe"), "1", nx=True, ex=max(int(self._recheck_s), 1)):
+            again = min(again, now + timedelta(seconds=self._recheck_s))
         return Outcome(kind=OutcomeKind.DEFERRED, throttled=True,
                        not_before=again.timestamp(), error_code=BUDGET_PAUSED,
                        error_message=f"paused: {spent}; resumes when the budget is raised or "
                                      f"{when}",
                        **base)
+
+    async def _wake_sleepers(self, scopes: list[QuotaScope]) -> None:
+        """A call was admitted in a scope with the pause policy: if requests of the scope
+        sleep (paused when its budget was spent), the budget has room again: wake them."""
+        for scope in scopes:
+            budget = scope.limits.budget
+            if budget is None or budget.on_exceeded != "pause" or self._waker is None:
+                continue
+            if await self._client().delete(scope.key("paused")):
+                try:
+                    woken = await asyncio.to_thread(self._waker, scope)
+                except Exception:  # the probe goes on: a later admission tries again
+                    log.exception("waking the paused requests of %s failed", scope.name)
+                    await self._client().set(scope.key("paused"), "1", ex=3600)
+                else:
+                    log.info("%s has budget again: %d paused requests woken", scope.name, woken)
 
     async def _settled(self, row: Claimed, scopes: list[QuotaScope], keys: list[str],
                        held: tuple[str, int], call: Callable[[], Awaitable[Outcome]]) -> Outcome:

@@ -63,12 +63,13 @@ def queue_name(tier: Tier | str) -> str:
     return f"{KEY_PREFIX}.{Tier(tier).value}"
 
 
-TENANT_KINDS = ("calls", "held", "spend", "seeded", "alert", "alerts")
+TENANT_KINDS = ("calls", "held", "spend", "seeded", "alert", "alerts", "paused", "probe")
 """Shared quota state per tenant (and per API key with limits of its own): ``calls`` (a
 sorted set of admitted calls: rpm, tpm), ``held`` (a hash of in-flight reservations),
 ``spend`` (spend in the current budget period, suffixed with the period), ``seeded`` (set
 once ``spend`` or ``calls`` holds what the database knew: suffixed with the period, or
-``calls``), ``alert`` (set once a period's soft threshold is crossed, suffixed likewise) and
+``calls``), ``paused`` (requests sleep on a spent budget), ``probe`` (one of them looks again
+soon), ``alert`` (set once a period's soft threshold is crossed, suffixed likewise) and
 ``alerts`` (a stream of budget alert events)."""
 
 

@@ -53,6 +53,11 @@ class WorkerSettings(BaseModel):
     dispatch_grace_s: float = Field(default=30.0, gt=0, description="unpublished job age to repair")
     write_batch: int = Field(default=256, ge=1)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    budget_recheck_s: float = Field(
+        default=60.0, gt=0,
+        description="one request paused by a spent budget looks again this often (a raised "
+                    "budget then wakes the others)",
+    )
 
 
 class UpstreamSettings(BaseModel):

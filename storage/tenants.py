@@ -26,6 +26,7 @@ from schemas.tenants import (
     ApiKeyView,
     Identity,
     NewApiKey,
+    QuotaScope,
     TenantLimits,
     TenantView,
     valid_tenant_id,
@@ -46,6 +47,7 @@ __all__ = [
     "set_key_limits",
     "set_limits",
     "wake_paused",
+    "wake_scope",
 ]
 
 _T = TENANTS
@@ -216,6 +218,12 @@ def wake_paused(conn: Connection, tenant_id: str, key_id: str | None = None) -> 
                    REQUESTS.c.error_code == BUDGET_PAUSED, REQUESTS.c.job_id.in_(jobs))
             .values(not_before=time.time()))
     return int(conn.execute(stmt).rowcount or 0)
+
+
+def wake_scope(engine: Engine, scope: QuotaScope) -> int:
+    """``wake_paused`` for a quota scope, in a transaction of its own."""
+    with engine.begin() as conn:
+        return wake_paused(conn, scope.tenant_id, scope.key_id)
 
 
 def lock_tenant(conn: Connection, tenant_id: str) -> None:

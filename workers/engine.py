@@ -31,6 +31,7 @@ from schemas.outcomes import Claimed, Outcome, OutcomeKind
 from schemas.settings import Settings
 from storage.history import deployment_calls, usage_history
 from storage.requests import claim
+from storage.tenants import wake_scope
 from workers.capacity import Capacity, default_reserve
 from workers.pipeline import Pipeline
 from workers.writer import OutcomeWriter
@@ -78,7 +79,9 @@ class Engine:
                           history=partial(deployment_calls, db))
         self._pipeline = Pipeline(Router(catalog, limiter), self._client, settings.worker,
                                   quotas=Quotas(settings.redis_url,
-                                                history=partial(usage_history, db)))
+                                                history=partial(usage_history, db),
+                                                waker=partial(wake_scope, db),
+                                                recheck_s=settings.worker.budget_recheck_s))
         self._writer = OutcomeWriter(db, batch=settings.worker.write_batch,
                                      on_written=self._capacity.give,
                                      on_finished=on_finished or _log_finished)

@@ -99,7 +99,8 @@ def test_a_pause_budget_holds_the_job_until_the_budget_is_raised(stack: Stack) -
 
     paused_budget = Budget(amount=Decimal("0.20"), period="daily", on_exceeded="pause")
     producer = stack.tenant_producer("t1", TenantLimits(budget=paused_budget))
-    stack.start_worker("--max-in-flight", "4", BATCHYARD_CONFIG=_dear_catalog(stack))
+    stack.start_worker("--max-in-flight", "4", BATCHYARD_CONFIG=_dear_catalog(stack),
+                       BATCHYARD_WORKER__BUDGET_RECHECK_S="1")
     job = producer.submit([f"question {i}" for i in range(40)], model="small")
 
     held = wait_for(lambda: (v := producer.status(job.id)).paused and v, 60, "the pause")
@@ -142,3 +143,30 @@ def test_a_keys_own_budget_stops_that_key_only(stack: Stack) -> None:
         "budget of $0.25" in line.error.message
     for p in producers:
         p.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_request_paused_after_the_raise_is_found_by_the_probe(stack: Stack) -> None:
+    from sqlalchemy import update
+
+    from storage.models import TENANTS
+
+    paused_budget = Budget(amount=Decimal("0.20"), period="daily", on_exceeded="pause")
+    producer = stack.tenant_producer("t1", TenantLimits(budget=paused_budget))
+    stack.start_worker("--max-in-flight", "4", BATCHYARD_CONFIG=_dear_catalog(stack),
+                       BATCHYARD_WORKER__BUDGET_RECHECK_S="1")
+    job = producer.submit([f"question {i}" for i in range(40)], model="small")
+    wait_for(lambda: producer.status(job.id).paused, 60, "the pause")
+
+    # The budget is raised without waking anyone, as when a worker read the old limits and
+    # paused its request after the raise woke the others: all sleep until midnight but one.
+    raised = TenantLimits(budget=paused_budget.model_copy(update={"amount": Decimal("100")}))
+    engine = make_engine(stack.settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(update(TENANTS).where(TENANTS.c.id == "t1")
+                     .values(limits=raised.model_dump(mode="json", exclude_defaults=True)))
+    final = producer.wait(job.id, timeout=60)
+
+    assert final.status is JobStatus.COMPLETED and final.counts.get("succeeded") == 40
+    engine.dispose()
+    producer.close()
