@@ -65,6 +65,8 @@ IN_FLIGHT_WAIT_MS = 500
 """A scope at max_in_flight tries again after this long."""
 LEASE_MS = 10 * 60 * 1000
 """A reservation whose worker died lapses after this long."""
+CLAIM_EARLY_S = 1.0
+"""A deferral may be claimed this much before it is due (``storage.requests.CLAIM_SKEW_S``)."""
 BUCKETS = 60
 """A rolling budget period is counted in this many buckets."""
 _NANO = Decimal("1e-9")
@@ -199,7 +201,11 @@ class Quotas:
         client = self._client()
         until = max(int((again - now).total_seconds()) + 1, 1)
         await client.set(scope.key("paused"), "1", ex=until)
-        if await client.set(scope.key("probe"), "1", nx=True, ex=max(int(self._recheck_s), 1)):
+        me, probe = f"{base['job_id']}:{base['seq']}", scope.key("probe")
+        hold = max(math.ceil(self._recheck_s * 2 + CLAIM_EARLY_S), 1)
+        if (await client.set(probe, me, nx=True, ex=hold)
+                or _text(await client.get(probe) or b"") == me):  # the probe, again
+            await client.expire(probe, hold)
             again = min(again, now + timedelta(seconds=self._recheck_s))
         return Outcome(kind=OutcomeKind.DEFERRED, throttled=True,
                        not_before=again.timestamp(), error_code=BUDGET_PAUSED,

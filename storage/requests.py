@@ -48,6 +48,18 @@ _CLAIM = (
             lease_until=bindparam("c_until"), attempts=_T.c.attempts + 1)
     .returning(_T.c.seq, _T.c.custom_id, _T.c.model, _T.c.body, _T.c.attempts, _T.c.route)
 )
+_RECLAIM = (  # a retried claim whose first try committed unseen: take its own rows back
+    update(_T)
+    .where(_T.c.job_id == bindparam("c_job"), _T.c.seq.in_(bindparam("c_seqs", expanding=True)),
+           or_(_RUNNABLE, and_(_T.c.state == RequestState.RUNNING,
+                               _T.c.claim == bindparam("c_token"))))
+    .values(state=RequestState.RUNNING, claim=bindparam("c_token"),
+            lease_until=bindparam("c_until"),
+            attempts=case((and_(_T.c.state == RequestState.RUNNING,
+                                _T.c.claim == bindparam("c_token")), _T.c.attempts),
+                          else_=_T.c.attempts + 1))
+    .returning(_T.c.seq, _T.c.custom_id, _T.c.model, _T.c.body, _T.c.attempts, _T.c.route)
+)
 _JOB_CONTEXT = (select(_J.c.routing, _J.c.tenant_id, TENANTS.c.limits, _J.c.api_key_id,
                        API_KEYS.c.limits.label("key_limits"))
                 .select_from(_J.outerjoin(TENANTS, TENANTS.c.id == _J.c.tenant_id)
@@ -57,14 +69,19 @@ _STARTED = (update(_J).where(_J.c.id == bindparam("c_job"), _J.c.started_at.is_(
             .values(started_at=bindparam("c_at")))
 
 
-def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s: float,
-          now: float) -> list[Claimed]:
-    """Lease the runnable rows among ``seqs``: queued, due deferrals, and expired leases."""
+def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s: float,  # noqa: PLR0913
+          now: float, *, retry: bool = False) -> list[Claimed]:
+    """Lease the runnable rows among ``seqs``: queued, due deferrals, and expired leases.
+
+    ``retry``: an earlier claim of these rows by ``token`` failed, but its commit may have
+    reached the database before the connection dropped: rows already leased to ``token`` are
+    taken back too (without counting another attempt), instead of waiting for their lease.
+    """
     params = {"c_job": job_id, "c_seqs": list(seqs), "c_due": now + CLAIM_SKEW_S, "c_now": now,
               "c_token": token, "c_until": now + lease_s}
     job: Any = None
     with engine.begin() as conn:
-        rows = conn.execute(_CLAIM, params).all()
+        rows = conn.execute(_RECLAIM if retry else _CLAIM, params).all()
         if rows:
             conn.execute(_STARTED, {"c_job": job_id, "c_at": datetime.now(UTC)})
             # the job's routing options and its tenant's limits: one lookup per chunk

@@ -143,11 +143,15 @@ class Engine:
     def _claim(self, job_id: str, seqs: list[int]) -> list[Claimed]:
         """Lease rows; while the database is unreachable, wait and try again (nothing is lost)."""
         delay = CLAIM_RETRY_FIRST_S
+        retry = False
         while True:
             try:
-                return claim(self._db, job_id, seqs, self._token, self._settings.lease_s,
-                             time.time())
+                rows = claim(self._db, job_id, seqs, self._token, self._settings.lease_s,
+                             time.time(), retry=retry)
+                # a retry may take back rows of ours; never one this process is running
+                return [r for r in rows if (r.job_id, r.seq) not in self._running]
             except SQLAlchemyError as exc:
+                retry = True
                 if self._closing.is_set():
                     raise ShuttingDown("database unreachable while stopping") from exc
                 log.warning("claiming %d rows failed (%s); retrying in %.1fs", len(seqs),

@@ -137,3 +137,17 @@ def test_a_failing_check_leaves_no_job_behind(engine: Engine) -> None:
 
     with pytest.raises(NotFoundError):
         get_job(engine, "batch_rolled_back")
+
+
+def test_a_retried_claim_takes_back_its_own_rows_whose_first_commit_went_unseen(
+        engine: Engine) -> None:
+    job = _job(engine)
+    now = time.time()
+    claim(engine, job, [0, 1], "w1", lease_s=300, now=now)  # committed; the reply was lost
+
+    other = claim(engine, job, [0, 1], "w2", lease_s=300, now=now, retry=True)
+    again = claim(engine, job, [0, 1, 2], "w1", lease_s=300, now=now, retry=True)
+
+    assert other == []  # another worker's retry never takes a live lease
+    assert sorted(r.seq for r in again) == [0, 1, 2]
+    assert [r.attempts for r in sorted(again, key=lambda r: r.seq)] == [1, 1, 1]
