@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from producers import Producer
-from schemas.jobs import JobStatus
+from schemas.jobs import JobStatus, JobView
 from schemas.keys import tenant_key
 from schemas.tenants import Budget, TenantLimits
 from storage import make_engine
@@ -93,21 +93,29 @@ def _dear_catalog(stack: Stack) -> str:
     return str(path)
 
 
+PAUSED_BUDGET = Budget(amount=Decimal("0.20"), period="daily", on_exceeded="pause")
+
+
+def _paused_job(stack: Stack) -> tuple[Producer, JobView]:
+    """A 40-request job of tenant t1, whose $0.20 budget pauses it part way (one worker, a
+    probe every second)."""
+    producer = stack.tenant_producer("t1", TenantLimits(budget=PAUSED_BUDGET))
+    stack.start_worker("--max-in-flight", "4", BATCHYARD_CONFIG=_dear_catalog(stack),
+                       BATCHYARD_WORKER__BUDGET_RECHECK_S="1")
+    return producer, producer.submit([f"question {i}" for i in range(40)], model="small")
+
+
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_a_pause_budget_holds_the_job_until_the_budget_is_raised(stack: Stack) -> None:
     from storage.tenants import set_limits
 
-    paused_budget = Budget(amount=Decimal("0.20"), period="daily", on_exceeded="pause")
-    producer = stack.tenant_producer("t1", TenantLimits(budget=paused_budget))
-    stack.start_worker("--max-in-flight", "4", BATCHYARD_CONFIG=_dear_catalog(stack),
-                       BATCHYARD_WORKER__BUDGET_RECHECK_S="1")
-    job = producer.submit([f"question {i}" for i in range(40)], model="small")
+    producer, job = _paused_job(stack)
 
     held = wait_for(lambda: (v := producer.status(job.id)).paused and v, 60, "the pause")
     assert held.status is JobStatus.IN_PROGRESS and held.counts.get("failed", 0) == 0
     assert held.finished < 40 and "reached its daily budget of $0.20" in held.paused
     engine = make_engine(stack.settings.database_url)
-    set_limits(engine, "t1", TenantLimits(budget=paused_budget.model_copy(
+    set_limits(engine, "t1", TenantLimits(budget=PAUSED_BUDGET.model_copy(
         update={"amount": Decimal("100")})))
     final = producer.wait(job.id, timeout=60)
 
@@ -151,16 +159,12 @@ def test_a_request_paused_after_the_raise_is_found_by_the_probe(stack: Stack) ->
 
     from storage.models import TENANTS
 
-    paused_budget = Budget(amount=Decimal("0.20"), period="daily", on_exceeded="pause")
-    producer = stack.tenant_producer("t1", TenantLimits(budget=paused_budget))
-    stack.start_worker("--max-in-flight", "4", BATCHYARD_CONFIG=_dear_catalog(stack),
-                       BATCHYARD_WORKER__BUDGET_RECHECK_S="1")
-    job = producer.submit([f"question {i}" for i in range(40)], model="small")
+    producer, job = _paused_job(stack)
     wait_for(lambda: producer.status(job.id).paused, 60, "the pause")
 
     # The budget is raised without waking anyone, as when a worker read the old limits and
     # paused its request after the raise woke the others: all sleep until midnight but one.
-    raised = TenantLimits(budget=paused_budget.model_copy(update={"amount": Decimal("100")}))
+    raised = TenantLimits(budget=PAUSED_BUDGET.model_copy(update={"amount": Decimal("100")}))
     engine = make_engine(stack.settings.database_url)
     with engine.begin() as conn:
         conn.execute(update(TENANTS).where(TENANTS.c.id == "t1")
