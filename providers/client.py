@@ -51,6 +51,16 @@ class _LeanTransport(AiohttpTransport):
         self._urls: dict[str, yarl.URL] = {}
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
+    def get_client(self) -> aiohttp.ClientSession:
+        """The pooled session, with no cookie jar: one client serves every tenant and key,
+        so a cookie an upstream sets (a CDN's bot cookie, a balancer's affinity) must never
+        ride along on a later call. aiohttp's default jar keeps and replays them (for named
+        hosts), and costs a lookup per call besides."""
+        connector = aiohttp.TCPConnector(
+            keepalive_timeout=self.limits.keepalive_expiry, ssl=self.ssl_context,
+            limit=self.limits.max_connections or 0)
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
     def _url(self, url: httpx.URL) -> yarl.URL:
         text = str(url)
         parsed = self._urls.get(text)
