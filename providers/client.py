@@ -3,12 +3,18 @@
 One pooled ``httpx.AsyncClient`` per worker process, on the aiohttp transport: httpx's default
 transport (httpcore) slows down sharply once a pool holds hundreds of connections, while the
 aiohttp transport keeps its rate at 1,000+ calls in flight (figures in docs/PERFORMANCE.md).
+
+Providers that can (``WireProvider``: every OpenAI-compatible one) skip httpx's objects: their
+request goes to the same aiohttp session as bytes, and a plain success is parsed from the
+bytes; anything else (an error status or body) is wrapped in an ``httpx.Response`` and parsed
+by ``parse_response`` as before, so errors map the same way on both paths.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -17,7 +23,7 @@ import yarl
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 
-from providers.base import Provider
+from providers.base import Provider, WireProvider, WireRequest
 from schemas.catalog import Deployment
 from schemas.chat import ChatRequest, ChatResult
 from schemas.errors import ConnectionFailedError, UpstreamError, UpstreamTimeoutError
@@ -61,7 +67,13 @@ class _LeanTransport(AiohttpTransport):
             limit=self.limits.max_connections or 0)
         return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
-    def _url(self, url: httpx.URL) -> yarl.URL:
+    def session(self) -> aiohttp.ClientSession:
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        return self.client
+
+    def parsed(self, url: httpx.URL) -> yarl.URL:
+        """The URL as aiohttp takes it, parsed once per deployment and path."""
         text = str(url)
         parsed = self._urls.get(text)
         if parsed is None:
@@ -80,11 +92,10 @@ class _LeanTransport(AiohttpTransport):
         return timeout
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if not isinstance(self.client, aiohttp.ClientSession):
-            self.client = self.get_client()
+        session = self.session()
         with map_aiohttp_exceptions():
-            async with self.client.request(
-                request.method, self._url(request.url), headers=request.headers,
+            async with session.request(
+                request.method, self.parsed(request.url), headers=request.headers,
                 data=request.content or None, allow_redirects=False, auto_decompress=False,
                 compress=False, timeout=self._timeout(request),
             ) as got:
@@ -112,6 +123,8 @@ class UpstreamClient:
         )
         self._timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
         self._transport = _LeanTransport(limits)
+        self._wire: dict[str, bool] = {}  # provider name -> speaks WireProvider
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._client = httpx.AsyncClient(
             transport=self._transport,
             timeout=self._timeout,
@@ -120,6 +133,11 @@ class UpstreamClient:
 
     async def send(self, provider: Provider, req: ChatRequest, deployment: Deployment) -> Reply:
         """Call the deployment; return the parsed result or raise an ``UpstreamError``."""
+        wire = self._wire.get(provider.name)
+        if wire is None:
+            wire = self._wire[provider.name] = isinstance(provider, WireProvider)
+        if wire:
+            return await self._send_wire(provider, req, deployment)  # type: ignore[arg-type]
         request = provider.build_request(req, deployment)
         total = deployment.timeout_s or self._settings.timeout_s
         timeout = httpx.Timeout(total, connect=self._timeout.connect)
@@ -144,8 +162,60 @@ class UpstreamClient:
         latency_ms = (time.perf_counter() - started) * 1000
         return Reply(result=provider.parse_response(resp), latency_ms=latency_ms)
 
+    async def _send_wire(self, provider: WireProvider, req: ChatRequest, deployment: Deployment
+                         ) -> Reply:
+        """``send`` without httpx's objects: same session, timeouts and error mapping."""
+        wire = provider.wire_request(req, deployment)
+        total = deployment.timeout_s or self._settings.timeout_s
+        started = time.perf_counter()
+        try:
+            async with self._transport.session().request(
+                "POST", self._transport.parsed(wire.url), headers=wire.headers, data=wire.body,
+                allow_redirects=False, compress=False, timeout=self._timeout_for(total),
+            ) as got:
+                content = await got.read()
+                status, headers, reason = got.status, got.headers, got.reason
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors
+            raise UpstreamTimeoutError(
+                f"no answer within {total:g}s", provider=provider.name) from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise ConnectionFailedError(f"connection failed: {exc or type(exc).__name__}",
+                                        provider=provider.name) from exc
+        except aiohttp.ClientError as exc:
+            raise ConnectionFailedError(f"transport error: {exc or type(exc).__name__}",
+                                        provider=provider.name) from exc
+        latency_ms = (time.perf_counter() - started) * 1000
+        result = provider.parse_wire(status, headers, content)
+        if result is None:  # an error, or something odd: the full parser, as on httpx's path
+            result = provider.parse_response(_as_httpx(wire, status, headers, reason, content))
+        return Reply(result=result, latency_ms=latency_ms)
+
+    def _timeout_for(self, total: float) -> aiohttp.ClientTimeout:
+        """The whole call within ``total`` seconds, connecting within the connect timeout."""
+        timeout = self._timeouts.get(total)
+        if timeout is None:
+            timeout = self._timeouts[total] = aiohttp.ClientTimeout(
+                total=total, sock_connect=self._settings.connect_timeout_s)
+        return timeout
+
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+_DECODED = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+"""Headers that described the body on the wire; aiohttp has decoded it already."""
+
+
+def _as_httpx(wire: WireRequest, status: int, headers: Mapping[str, str], reason: str | None,
+              content: bytes) -> httpx.Response:
+    """The response as ``parse_response`` takes it (its error path reads status, headers,
+    reason phrase and body)."""
+    kept = [(k, v) for k, v in headers.items() if k.lower() not in _DECODED]
+    extensions: dict[str, object] = {"http_version": b"HTTP/1.1"}
+    if reason:
+        extensions["reason_phrase"] = reason.encode()
+    return httpx.Response(status, headers=kept, content=content, extensions=extensions,
+                          request=httpx.Request("POST", wire.url, headers=wire.headers))
 
 
 def _transport_error(exc: httpx.HTTPError, provider: str, total: float) -> UpstreamError:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from providers.base import WireRequest
 from providers.completion import read_json
 from providers.errors import error_for_status
 from providers.params import INERT_PARAMS, ParamSupport
@@ -79,6 +80,12 @@ class OpenAICompatible:
         return ParamSupport.all_but(self.unsupported)
 
     def build_request(self, req: ChatRequest, deployment: Deployment) -> httpx.Request:
+        wire = self.wire_request(req, deployment)
+        return httpx.Request("POST", wire.url, headers=wire.headers, content=wire.body)
+
+    def wire_request(self, req: ChatRequest, deployment: Deployment) -> WireRequest:
+        """``build_request``'s parts, before any httpx object is made: what the worker's
+        client sends (see ``providers.client``)."""
         req = self.params.apply(req, deployment, self.name)
         body = req.model_dump(mode="json", exclude_none=True, exclude=set(self.omit))
         for ours, theirs in self.renames.items():
@@ -91,7 +98,28 @@ class OpenAICompatible:
         url = deployment.base_url.rstrip("/") + self.path.format(model=deployment.model)
         version = deployment.api_version or self.api_version
         query = version if self.api_version and version else None
-        return httpx.Request("POST", _url(url, query), headers=headers, content=json.dumps(body))
+        return WireRequest(_url(url, query), headers, json.dumps(body).encode())
+
+    def parse_wire(self, status: int, headers: Mapping[str, str], content: bytes
+                   ) -> ChatResult | None:
+        """``parse_response`` for a plain success, from the status, the (case-insensitive)
+        headers and the decoded body; None when anything else is there (an error status or
+        body, no JSON object, no choices): ``parse_response`` then handles it whole."""
+        if status >= 400:
+            return None
+        try:
+            body = json.loads(content)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(body, dict) or "error" in body or not isinstance(
+                body.get("choices"), list):
+            return None
+        return ChatResult(
+            body=body, usage=usage_from_openai(body.get("usage")),
+            request_id=headers.get("x-request-id", "") or headers.get("apim-request-id", "")
+            or str(body.get("id", "")),
+            status_code=status,
+        )
 
     def parse_response(self, resp: httpx.Response) -> ChatResult:
         body = read_json(resp, self.name)

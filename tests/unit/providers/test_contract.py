@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from providers.base import WireProvider
+from providers.openai import OpenAICompatible
 from providers.params import INERT_PARAMS, STRUCTURAL_FIELDS
 from providers.registry import PROVIDERS
 from schemas.catalog import Deployment
@@ -141,6 +143,53 @@ def test_error_mapping(name: str, path: Path) -> None:
         name, expect["status"], expect["retry_after"])
     assert error.describe().startswith(f"{name} {expect['status']}: ")
     assert expect.get("message_contains", "") in error.message
+
+
+# --- The worker's byte path (WireProvider) agrees with the httpx path, fixture by fixture ---
+
+def _wire(name: str) -> WireProvider:
+    provider = PROVIDERS[name]
+    assert isinstance(provider, WireProvider)
+    return provider
+
+
+def _wire_cases(*kinds: str) -> list[Any]:
+    """The fixtures of the providers with a byte path (the others go through httpx only)."""
+    return [case for kind in kinds for case in _cases(kind)
+            if isinstance(PROVIDERS[case.values[0]], WireProvider)]
+
+
+def test_every_openai_compatible_provider_has_the_byte_path() -> None:
+    assert {name for name in UNDER_CONTRACT if isinstance(PROVIDERS[name], WireProvider)} == {
+        name for name in UNDER_CONTRACT if isinstance(PROVIDERS[name], OpenAICompatible)}
+
+
+@pytest.mark.parametrize(("name", "path"), _wire_cases("request"))
+def test_the_wire_request_is_the_built_request(name: str, path: Path) -> None:
+    provider = _wire(name)
+    req = ChatRequest.model_validate(_load(FIXTURES / _load(path)["request"]))
+
+    built = provider.build_request(req, _deployment(name))
+    wire = provider.wire_request(req, _deployment(name))
+
+    assert (wire.url, wire.body) == (built.url, built.content)
+    assert {k.lower(): v for k, v in wire.headers.items()}.items() <= built.headers.items()
+
+
+@pytest.mark.parametrize(("name", "path"), _wire_cases("response", "error"))
+def test_the_wire_parser_agrees_with_parse_response_or_hands_over(name: str,
+                                                                  path: Path) -> None:
+    provider = _wire(name)
+    recorded = _recorded(name, _load(path))
+
+    fast = provider.parse_wire(recorded.status_code, recorded.headers, recorded.content)
+
+    try:
+        full = provider.parse_response(recorded)
+    except UpstreamError:
+        assert fast is None  # every error is left to parse_response
+    else:
+        assert fast == full
 
 
 # --- Parameters a provider cannot honour: every registered provider ------------------------
