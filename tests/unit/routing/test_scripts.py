@@ -72,3 +72,42 @@ def test_an_unreachable_redis_fails_every_waiting_call() -> None:
 
     with pytest.raises(redis.ConnectionError):
         asyncio.run(main())
+
+
+def test_a_raising_call_fails_alone_and_a_call_returning_nothing_answers_none(
+        redis_url: str) -> None:
+    async def main() -> list[object]:
+        runner = ScriptRunner(redis_url, {"echo": ECHO, "raise": "error('boom')",
+                                          "nothing": "return nil"})
+        try:
+            return await asyncio.gather(runner.run("raise", [], []),
+                                        runner.run("nothing", [], []),
+                                        runner.run("echo", ["a"], [1]),
+                                        return_exceptions=True)
+        finally:
+            await runner.aclose()
+
+    raised, nothing, echoed = asyncio.run(main())
+
+    assert isinstance(raised, ResponseError) and "boom" in str(raised)
+    assert nothing is None  # and the calls after it still get their replies
+    assert echoed == [b"a", b"1"]
+
+
+def test_calls_of_one_batch_run_in_the_order_they_were_queued(redis_url: str) -> None:
+    key = f"test:order:{secrets.token_hex(4)}"
+
+    async def main() -> list[object]:
+        runner = ScriptRunner(redis_url, {"incr": "return redis.call('INCR', KEYS[1])",
+                                          "get": "return redis.call('GET', KEYS[1])"})
+        try:
+            calls = [runner.run("incr" if i % 2 == 0 else "get", [key], []) for i in range(200)]
+            return await asyncio.gather(*calls)
+        finally:
+            await runner.aclose()
+
+    replies = asyncio.run(main())
+    redis.Redis.from_url(redis_url).delete(key)
+
+    assert replies[0::2] == list(range(1, 101))  # each INCR sees every one before it
+    assert replies[1::2] == [str(n).encode() for n in range(1, 101)]  # each GET the INCR before
