@@ -178,7 +178,7 @@ class UpstreamClient:
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors
             raise UpstreamTimeoutError(
                 f"no answer within {total:g}s", provider=provider.name) from exc
-        except aiohttp.ClientConnectionError as exc:
+        except (aiohttp.ClientConnectionError, OSError) as exc:  # a reset may come unwrapped
             raise ConnectionFailedError(f"connection failed: {exc or type(exc).__name__}",
                                         provider=provider.name) from exc
         except aiohttp.ClientError as exc:
