@@ -102,7 +102,10 @@ class Run:
         for db, load in self.plan.e2e:
             concurrency = load.in_flight * load.processes
             self.mock.configure(latency_ms=load.latency_ms)
-            limit = direct(self.mock.url, "aiohttp", concurrency, load.count, 600)
+            # the best of two: the machine's speed drifts between runs, and a slow measure of
+            # the limit would flatter the ratio
+            limit = max((direct(self.mock.url, "aiohttp", concurrency, load.count, 600)
+                         for _ in range(2)), key=lambda r: r["rps"])
             result = throughput(self.mock, self.folder, db, load)
             # the limit pays no submission: it is the same calls at the same concurrency
             result["limit_rps"] = limit["rps"]
