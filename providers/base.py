@@ -47,7 +47,7 @@ class WireRequest:
 @runtime_checkable
 class WireProvider(Provider, Protocol):
     """A provider the worker's client can call without httpx's request and response objects
-    (about a fifth of the client's CPU per call, docs/PERFORMANCE.md): ``wire_request`` gives
+    (they cost about 30% of the client's CPU per call, docs/PERFORMANCE.md): ``wire_request`` gives
     what ``build_request`` would send, and ``parse_wire`` parses a plain success as
     ``parse_response`` would, or returns None to hand the response to ``parse_response``."""
 
