@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, Engine, and_, case, func, select, type_coerce
 
 from schemas.jobs import RequestState
 from schemas.tenants import QuotaScope, ScopeHistory
-from storage.models import JOBS, REQUESTS
+from storage.models import JOBS, REQUESTS, state_is
 from storage.money import from_pico
 
 __all__ = ["HISTORY_CALLS", "deployment_calls", "usage_history"]
@@ -51,7 +51,7 @@ def usage_history(engine: Engine, scope: QuotaScope, edges: Sequence[float],
         if since is not None:
             now = time.time()
             running = conn.execute(select(func.count()).where(
-                mine, _T.c.state == RequestState.RUNNING.value, _T.c.lease_until > now)).scalar()
+                mine, state_is(RequestState.RUNNING), _T.c.lease_until > now)).scalar()
             calls = [(now, 0)] * min(int(running or 0), limit)
             calls = _fold([*calls, *_answered(conn, mine, since, limit)], limit)
     return ScopeHistory(spend=spend, calls=calls)

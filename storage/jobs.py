@@ -266,8 +266,11 @@ def iter_results(engine: Engine, job_id: str, *, order: str = "input", page: int
     get_job(engine, job_id, tenant=tenant)  # NotFoundError for an unknown (or foreign) job
     after: tuple[Any, ...] | None = None
     keys = (_T.c.seq,) if order == "input" else (_T.c.finished_at, _T.c.seq)
+    ended: Any = _T.c.state.not_in(_LIVE)
+    if order == "completion":  # every ended row has its finished_at: the partial index's rows
+        ended = ended & _T.c.finished_at.is_not(None)
     while True:
-        stmt = select(_T).where(_T.c.job_id == job_id, _T.c.state.not_in(_LIVE))
+        stmt = select(_T).where(_T.c.job_id == job_id, ended)
         if after is not None:
             stmt = stmt.where(_tuple_gt(keys, after))
         with engine.connect() as conn:

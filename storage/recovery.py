@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select, update
 
 from schemas.jobs import ACTIVE_JOB_STATUSES, JobStatus, RequestState
 from schemas.keys import Tier
-from storage.models import JOBS, REQUESTS
+from storage.models import JOBS, REQUESTS, state_is
 
 __all__ = [
     "Group",
@@ -45,7 +45,7 @@ def find_due_deferred(engine: Engine, now: float, limit: int) -> list[Group]:
     stmt = (
         select(_T.c.job_id, _J.c.tier, _T.c.seq)
         .join(_J, _J.c.id == _T.c.job_id)
-        .where(_T.c.state == RequestState.DEFERRED, _T.c.not_before <= now,
+        .where(state_is(RequestState.DEFERRED), _T.c.not_before <= now,
                _J.c.status == JobStatus.IN_PROGRESS)  # a stopped job's are ended instead
         .order_by(_T.c.not_before)
         .limit(limit)
@@ -59,7 +59,7 @@ def find_expired_leases(engine: Engine, now: float, limit: int) -> list[Group]:
     stmt = (
         select(_T.c.job_id, _J.c.tier, _T.c.seq)
         .join(_J, _J.c.id == _T.c.job_id)
-        .where(_T.c.state == RequestState.RUNNING, _T.c.lease_until < now,
+        .where(state_is(RequestState.RUNNING), _T.c.lease_until < now,
                _J.c.status == JobStatus.IN_PROGRESS)  # a stopped job's are ended instead
         .limit(limit)
     )

@@ -31,7 +31,7 @@ from schemas.tenants import (
     TenantView,
     valid_tenant_id,
 )
-from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS
+from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS, state_is
 
 __all__ = [
     "authenticate",
@@ -214,7 +214,7 @@ def wake_paused(conn: Connection, tenant_id: str, key_id: str | None = None) -> 
     if key_id is not None:
         jobs = jobs.where(JOBS.c.api_key_id == key_id)
     stmt = (update(REQUESTS)
-            .where(REQUESTS.c.state == RequestState.DEFERRED.value,
+            .where(state_is(RequestState.DEFERRED),
                    REQUESTS.c.error_code == BUDGET_PAUSED, REQUESTS.c.job_id.in_(jobs))
             .values(not_before=time.time()))
     return int(conn.execute(stmt).rowcount or 0)
