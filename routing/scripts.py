@@ -9,6 +9,12 @@ do not depend on each other): about 4.6 times the rate, measured the same way.
 
 Scripts are addressed by their SHA-1; after a Redis restart (``NOSCRIPT``) they are loaded
 again and the affected calls retried once.
+
+Commands are packed by hiredis (C), and replies parsed by it too. redis-py's asyncio
+connection packs every argument in Python (its sync connection uses hiredis already); with
+about 40 arguments per upstream call, packing was half of the scripts' cost on the client.
+Measured per script call (a pipeline of 256): 21-22 us of CPU with redis-py's packing and
+parser, 11-12 us with hiredis for both.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.asyncio.connection import AbstractConnection, parse_url
+from redis.exceptions import DataError, NoScriptError
 
 __all__ = ["ScriptRunner"]
 
@@ -28,6 +36,24 @@ MAX_BATCH = 256
 """Calls sent in one pipeline at most."""
 TIMEOUT_S = 5.0
 POOL_SIZE = 32
+
+
+class _HiredisPacking(AbstractConnection):
+    """Packs commands with ``hiredis.pack_command``: the same bytes as redis-py's packer."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": two words, as redis-py
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:  # redis-py's error for an argument it cannot send
+            raise DataError(str(exc)) from exc
+
+
+def hiredis_packing(url: str) -> type[AbstractConnection]:
+    """The connection class ``url`` asks for (TCP, TLS or a Unix socket), packing with hiredis."""
+    base = parse_url(url).get("connection_class", aioredis.Connection)
+    return type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
 
 
 @dataclass
@@ -53,7 +79,8 @@ class ScriptRunner:
     def _client(self) -> aioredis.Redis:
         if self._redis is None:
             pool = aioredis.BlockingConnectionPool.from_url(
-                self._url, max_connections=POOL_SIZE, timeout=TIMEOUT_S,
+                self._url, connection_class=hiredis_packing(self._url),
+                max_connections=POOL_SIZE, timeout=TIMEOUT_S,
                 socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
             self._redis = aioredis.Redis(connection_pool=pool)
         return self._redis

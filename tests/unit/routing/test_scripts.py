@@ -111,3 +111,35 @@ def test_calls_of_one_batch_run_in_the_order_they_were_queued(redis_url: str) ->
 
     assert replies[0::2] == list(range(1, 101))  # each INCR sees every one before it
     assert replies[1::2] == [str(n).encode() for n in range(1, 101)]  # each GET the INCR before
+
+
+COMMANDS = [
+    ("EVALSHA", "0123abcd" * 5, 2, "by:route:a:window", "by:route:a:tokens", "", 1764037000123,
+     "9f86d081884c7d65", 0, "latency", 600, 0.25, 1.0, 1e-07, -3, 2**62),
+    ("EVALSHA", "0123abcd" * 5, 1, "by:route:é:window", "naïve ✓", b"\x00\xffraw"),
+    ("SCRIPT LOAD", "return {KEYS[1], ARGV[1]}"),
+]
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://127.0.0.1:6380/0",
+                                 "unix:///tmp/redis.sock?db=0"])
+def test_hiredis_packing_sends_the_bytes_redis_py_would(url: str) -> None:
+    from redis.asyncio.connection import parse_url
+
+    from routing.scripts import hiredis_packing
+
+    plain = parse_url(url).get("connection_class", redis.asyncio.Connection)
+    ours = hiredis_packing(url)
+
+    assert issubclass(ours, plain)  # TLS stays TLS, a Unix socket stays a socket
+    for command in COMMANDS:
+        assert b"".join(ours().pack_command(*command)) == b"".join(plain().pack_command(*command))
+
+
+def test_an_argument_redis_cannot_take_is_a_data_error() -> None:
+    from redis.exceptions import DataError
+
+    from routing.scripts import hiredis_packing
+
+    with pytest.raises(DataError):
+        hiredis_packing("redis://127.0.0.1:6379/0")().pack_command("EVALSHA", "x", 0, {"a": 1})
