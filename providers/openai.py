@@ -118,7 +118,7 @@ class OpenAICompatible:
             body=body, usage=usage_from_openai(body.get("usage")),
             request_id=headers.get("x-request-id", "") or headers.get("apim-request-id", "")
             or str(body.get("id", "")),
-            status_code=status,
+            status_code=status, text=_as_text(content),
         )
 
     def parse_response(self, resp: httpx.Response) -> ChatResult:
@@ -136,6 +136,7 @@ class OpenAICompatible:
             or resp.headers.get("apim-request-id", "")
             or str(body.get("id", "")),
             status_code=resp.status_code,
+            text=_as_text(resp.content),
         )
 
     def _error(self, resp: httpx.Response, body: dict[str, Any]) -> UpstreamError:
@@ -151,3 +152,14 @@ class OpenAICompatible:
         if resp.status_code < 400:  # a 200 whose body is an error: treat as a server fault
             return error_for_status(httpx.Response(500), self.name, message)
         return error_for_status(resp, self.name, message)
+
+
+def _as_text(content: bytes) -> str | None:
+    """The body's JSON text when it is one object (not a list ``read_json`` unwrapped), in
+    UTF-8; else None, and the parsed body is serialised again instead."""
+    if content.lstrip()[:1] != b"{":
+        return None
+    try:
+        return content.decode()
+    except UnicodeDecodeError:  # JSON in UTF-16 or UTF-32: valid, but stored re-encoded
+        return None

@@ -121,3 +121,6 @@ class ChatResult(BaseModel):
     usage: Usage
     request_id: str = ""
     status_code: int = 200
+    text: str | None = None
+    """``body`` as the upstream sent it, when ``body`` is that JSON object unchanged (an
+    OpenAI-compatible answer): stored as it came instead of serialising ``body`` again."""

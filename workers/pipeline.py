@@ -147,7 +147,8 @@ class Pipeline:
         a.trail.call(a.row.attempts, ticket, status=result.status_code, ms=reply.latency_ms)
         return Outcome(
             kind=OutcomeKind.SUCCEEDED, status_code=result.status_code,
-            upstream_request_id=result.request_id[:128], response=json.dumps(result.body),
+            upstream_request_id=result.request_id[:128],
+            response=result.text if result.text is not None else json.dumps(result.body),
             usage=result.usage, cost=cost_of(result.usage, price_at(dep)),
             latency_ms=round(reply.latency_ms, 3), deployment=dep.name, provider=provider.name,
             route=a.trail.dumps(), **a.base,

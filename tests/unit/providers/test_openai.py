@@ -112,3 +112,29 @@ def test_neutral_value_of_an_unsupported_field_is_omitted_not_rejected() -> None
 def test_omit_accepts_only_inert_fields() -> None:
     with pytest.raises(ValueError, match="inert"):
         OpenAICompatible("x", omit=frozenset({"temperature"}))
+
+
+def test_a_success_keeps_the_body_text_as_the_upstream_sent_it() -> None:
+    provider = PROVIDERS["openai"]
+    assert isinstance(provider, OpenAICompatible)
+    sent = ('{ "id": "chatcmpl-1", "object": "chat.completion",\n  "choices": [{"index": 0, '
+            '"message": {"role": "assistant", "content": "Grüße ✓"}, "finish_reason": "stop"}],'
+            '\n  "usage": {"prompt_tokens": 3, "completion_tokens": 2} }').encode()
+
+    fast = provider.parse_wire(200, {}, sent)
+    full = provider.parse_response(httpx.Response(200, content=sent))
+
+    assert fast is not None
+    assert fast.text == full.text == sent.decode()  # stored as it came, not serialised again
+    assert json.loads(fast.text) == fast.body
+
+
+def test_a_body_in_a_one_element_list_is_serialised_again() -> None:
+    provider = PROVIDERS["openai"]
+    assert isinstance(provider, OpenAICompatible)
+    sent = b'[{"id": "x", "choices": [], "usage": {"prompt_tokens": 1}}]'
+
+    result = provider.parse_response(httpx.Response(200, content=sent))
+
+    assert result.text is None
+    assert result.body["id"] == "x"
