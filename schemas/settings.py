@@ -58,6 +58,11 @@ class WorkerSettings(BaseModel):
         description="one request paused by a spent budget looks again this often (a raised "
                     "budget then wakes the others)",
     )
+    task_events: bool = Field(
+        default=False,
+        description="send Celery task events from the start; off, they start when a monitor "
+                    "asks (Flower does every 5 s), so nobody pays for them unwatched",
+    )
 
 
 class UpstreamSettings(BaseModel):

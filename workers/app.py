@@ -6,6 +6,12 @@ consumes them (realtime, high, standard, bulk), and Redis pops from the first no
 With a prefetch of one message per feeder thread and chunks that only wait for a free
 in-flight slot (never for a slow upstream), a realtime chunk is taken as soon as any slot frees.
 
+Task events (what Flower's task view shows) cost three Redis publishes per chunk, one of them
+on the consumer's path before the chunk reaches a feeder: about 1-2 ms of a realtime request's
+latency (docs/PERFORMANCE.md). They are off until a monitor asks for them: Flower sends
+``enable_events`` every 5 s by default, and ``celery control enable_events`` does it by hand.
+``BATCHYARD_WORKER__TASK_EVENTS=true`` sends them from the start.
+
 Redelivery: a chunk is acknowledged once its rows are claimed. Chunks a worker took but had not
 finished claiming when it died stay unacknowledged in Redis; kombu puts them back on their
 queue once they are older than ``worker.visibility_timeout_s`` (checked every
@@ -50,7 +56,7 @@ def create_app(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
-        worker_send_task_events=True,
+        worker_send_task_events=settings.worker.task_events,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
