@@ -151,3 +151,28 @@ def test_a_retried_claim_takes_back_its_own_rows_whose_first_commit_went_unseen(
     assert other == []  # another worker's retry never takes a live lease
     assert sorted(r.seq for r in again) == [0, 1, 2]
     assert [r.attempts for r in sorted(again, key=lambda r: r.seq)] == [1, 1, 1]
+
+
+def test_status_counts_every_state_as_the_rows_are(engine: Engine) -> None:
+    """Queued rows are not counted one by one (``total`` less the others): the view must still
+    agree with the rows in every state, and leave out the live states that have none."""
+    job = _job(engine, n=8)
+    now = time.time()
+    rows = claim(engine, job, [0, 1, 2, 3, 4], "w1", lease_s=60, now=now)
+    assert [r.seq for r in rows] == [0, 1, 2, 3, 4]
+    failed = Outcome(kind=OutcomeKind.FAILED, job_id=job, seq=1, claim="w1", status_code=400,
+                     error_code="invalid_request", error_message="bad")
+    deferred = Outcome(kind=OutcomeKind.DEFERRED, job_id=job, seq=2, claim="w1",
+                       not_before=now + 3600, error_code="server_error", error_message="500")
+    record(engine, [_success(job, 0, "w1"), failed, deferred])
+
+    view = get_job(engine, job)
+    assert view.counts == {RequestState.QUEUED: 3, RequestState.RUNNING: 2,
+                           RequestState.DEFERRED: 1, RequestState.SUCCEEDED: 1,
+                           RequestState.FAILED: 1, RequestState.CANCELLED: 0,
+                           RequestState.EXPIRED: 0}
+
+    cancel_job(engine, job)  # the queued and the deferred end; the running two go on
+    assert get_job(engine, job).counts == {
+        RequestState.RUNNING: 2, RequestState.SUCCEEDED: 1, RequestState.FAILED: 1,
+        RequestState.CANCELLED: 4, RequestState.EXPIRED: 0}
