@@ -51,6 +51,12 @@ def _url(url: str, api_version: str | None) -> httpx.URL:
     return httpx.URL(url, params=None if api_version is None else {"api-version": api_version})
 
 
+@lru_cache(maxsize=64)
+def _support(unsupported: frozenset[str]) -> ParamSupport:
+    """Built once per set of unsupported fields: it was built again for every request."""
+    return ParamSupport.all_but(unsupported)
+
+
 @dataclass(frozen=True)
 class OpenAICompatible:
     """An OpenAI-compatible provider, described by data.
@@ -77,7 +83,7 @@ class OpenAICompatible:
 
     @property
     def params(self) -> ParamSupport:
-        return ParamSupport.all_but(self.unsupported)
+        return _support(self.unsupported)
 
     def build_request(self, req: ChatRequest, deployment: Deployment) -> httpx.Request:
         wire = self.wire_request(req, deployment)

@@ -34,9 +34,10 @@ not seen; calls in flight at the loss count again once they settle.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +112,12 @@ class Limiter:
         self._policy = policy
         self._call_timeout_s = call_timeout_s
         self._runner: ScriptRunner | None = None
+        self._prefix = secrets.token_hex(6)  # members unique across processes and hosts
+        self._ids = itertools.count()
+
+    def _member(self) -> str:
+        """A new admission's member in the windows (cheaper than random bytes per call)."""
+        return f"{self._prefix}{next(self._ids):x}"
 
     def _submit(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         if self._runner is None:  # created on first use, on the loop that uses it
@@ -129,7 +136,7 @@ class Limiter:
         """Admit the call to the first deployment of ``ordering`` with health and room."""
         deps = ordering.deployments
         keys: list[str] = []
-        args: list[Any] = ["" if now_ms is None else now_ms, secrets.token_hex(8),
+        args: list[Any] = ["" if now_ms is None else now_ms, self._member(),
                            int(dry_run), ordering.sort_by]
         for dep in deps:
             keys += [*_keys(dep), route_key(dep.name, "seeded")]
@@ -176,14 +183,17 @@ class Limiter:
                      now_ms: int | None = None) -> bool:
         """Record how the call ended: actual tokens, health, latency. True if it opened the
         breaker."""
-        return await self.settle_soon(admission, verdict, tokens=tokens, latency_ms=latency_ms,
-                                      cool_s=cool_s, now_ms=now_ms)
+        return bool(await _reply(self.settle_soon(admission, verdict, tokens=tokens,
+                                                  latency_ms=latency_ms, cool_s=cool_s,
+                                                  now_ms=now_ms)))
 
     def settle_soon(self, admission: Admission, verdict: Verdict, *, tokens: int,
                     latency_ms: float | None = None, cool_s: float = 0.0,
-                    now_ms: int | None = None) -> Awaitable[bool]:
-        """``settle``, queued now (ahead of anything queued after it); await the answer later
-        (it must be awaited)."""
+                    now_ms: int | None = None) -> asyncio.Future[Any]:
+        """``settle``, queued now (ahead of anything queued after it). The script's reply comes
+        on the future, truthy if the call opened the breaker; Redis's errors come as raised
+        (a future, not a coroutine: the caller may read it from a done callback, with no task
+        per call)."""
         dep, b = admission.deployment, self._policy.breaker
         keys = _keys(dep)[:3]
         args = ["" if now_ms is None else now_ms, admission.member, tokens, int(dep.limited),
@@ -191,7 +201,7 @@ class Limiter:
                 int(admission.probe), int(cool_s * 1000), b.consecutive_failures,
                 b.failure_rate, b.min_calls, int(b.window_s * 1000), int(b.cooldown_s * 1000),
                 self._policy.latency_alpha, HEALTH_TTL_MS]
-        return _opened(self._submit("settle", keys, args))
+        return self._submit("settle", keys, args)
 
     async def peek(self, deps: Sequence[Deployment], *, now_ms: int | None = None
                    ) -> dict[str, DeploymentState]:
@@ -220,10 +230,6 @@ async def _reply(future: asyncio.Future[Any]) -> Any:
         raise RoutingStateError(
             f"the routing state in Redis does not answer ({type(exc).__name__}: {exc})"
         ) from exc
-
-
-async def _opened(future: asyncio.Future[Any]) -> bool:
-    return bool(await _reply(future))
 
 
 def _text(value: bytes | str) -> str:

@@ -15,10 +15,13 @@ first deployment of the strategy's order is taken.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Set
+from collections.abc import Set
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from routing.health import Verdict, cooldown_after, verdict_for
 from routing.limits import Admission, Limiter, Refusal
@@ -27,7 +30,7 @@ from routing.strategies import order
 from routing.tokens import encoding_for_model, estimate_tokens
 from schemas.catalog import Catalog, Deployment, RoutingPolicy
 from schemas.chat import ChatRequest
-from schemas.errors import RoutingStateError, UnknownModelError, UpstreamError
+from schemas.errors import UnknownModelError, UpstreamError
 from schemas.jobs import RoutingOptions
 
 __all__ = ["Router", "Ticket"]
@@ -56,7 +59,7 @@ class Router:
         self.limiter = limiter
         self._names = catalog.public_names()
         self._rng = rng or random.Random()
-        self._releasing: set[asyncio.Task[None]] = set()
+        self._releasing: set[asyncio.Future[Any]] = set()
 
     @property
     def policy(self) -> RoutingPolicy:
@@ -111,8 +114,10 @@ class Router:
         raises: the call's result matters more."""
         if self.limiter is None or not ticket.admission.member:
             return
-        await self._reported(ticket, error, self._settle(ticket, error, tokens, latency_ms,
-                                                         verdict))
+        settled = self._settle(ticket, error, tokens, latency_ms, verdict)
+        with contextlib.suppress(Exception):  # _reported logs it
+            await settled
+        self._reported(ticket, error, settled)
 
     def release_soon(self, ticket: Ticket, error: UpstreamError | None, *, tokens: int,
                      latency_ms: float | None = None) -> None:
@@ -122,29 +127,35 @@ class Router:
         request's admission) is applied after it, as with ``release``; only the answer is
         awaited in the background. Waiting for it kept every request a Redis round trip
         longer from its outcome being written and its slot freed (about a tenth of a second
-        on a busy loop), and nothing the request does next depends on it.
+        on a busy loop), and nothing the request does next depends on it. The answer is read
+        by a done callback, not a task per call.
         """
         if self.limiter is None or not ticket.admission.member:
             return
-        opened = self._settle(ticket, error, tokens, latency_ms, None)
-        task = asyncio.get_running_loop().create_task(self._reported(ticket, error, opened))
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
+        settled = self._settle(ticket, error, tokens, latency_ms, None)
+        self._releasing.add(settled)
+        settled.add_done_callback(partial(self._reported, ticket, error))
 
     def _settle(self, ticket: Ticket, error: UpstreamError | None, tokens: int,
-                latency_ms: float | None, verdict: Verdict | None) -> Awaitable[bool]:
+                latency_ms: float | None, verdict: Verdict | None) -> asyncio.Future[Any]:
         assert self.limiter is not None
         return self.limiter.settle_soon(
             ticket.admission, verdict or verdict_for(error), tokens=tokens,
             latency_ms=latency_ms, cool_s=cooldown_after(error, self.policy))
 
-    async def _reported(self, ticket: Ticket, error: UpstreamError | None,
-                        opened: Awaitable[bool]) -> None:
-        try:
-            if not await opened:
-                return
-        except RoutingStateError as exc:
-            log.warning("could not report a call to %s: %s", ticket.deployment.name, exc)
+    def _reported(self, ticket: Ticket, error: UpstreamError | None,
+                  settled: asyncio.Future[Any]) -> None:
+        """Log what the settle script answered: the breaker opened, or Redis did not take the
+        report (the call's own outcome stands either way)."""
+        self._releasing.discard(settled)
+        if settled.cancelled():
+            return
+        exc = settled.exception()
+        if exc is not None:
+            log.warning("could not report a call to %s (%s: %s)", ticket.deployment.name,
+                        type(exc).__name__, exc)
+            return
+        if not settled.result():
             return
         log.warning("circuit breaker of deployment %s opened (%s); cooling down for %gs",
                     ticket.deployment.name, error.describe() if error else "failures",

@@ -27,6 +27,8 @@ __all__ = ["MAX_CALLS", "Trail"]
 
 MAX_CALLS = 50
 """Calls kept in a trail (the most recent), so a request retried for days stays small."""
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+"""``json.dumps`` with any argument builds an encoder per call; a trail is written per call."""
 
 
 class Trail:
@@ -76,4 +78,4 @@ class Trail:
         return list(self.data["calls"])
 
     def dumps(self) -> str:
-        return json.dumps(self.data, separators=(",", ":"))
+        return _ENCODER.encode(self.data)
