@@ -9,6 +9,7 @@ was running when the job stopped, or a lease that lapsed because its worker died
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -75,28 +76,30 @@ def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch
     now = datetime.now(UTC)
     opts = job.options
     window = opts.window()
+    values = dict(
+        id=job.id, tenant_id=job.tenant_id, api_key_id=job.api_key_id, tier=job.tier.value,
+        succeeded=0, failed=0, cancelled=0, expired=0, prompt_tokens=0, completion_tokens=0,
+        cost=0, metadata=opts.metadata, input_name=job.input_name, created_at=now,
+        webhook_url=opts.webhook_url, completion_window=opts.completion_window,
+        expires_at=None if window is None else now + window,
+        routing=None if opts.routing is None else opts.routing.model_dump())
+    rows = iter(rows)
+    first = _numbered(job.id, itertools.islice(rows, batch), 0)
     with engine.begin() as conn:
-        conn.execute(insert(_J).values(
-            id=job.id, tenant_id=job.tenant_id, api_key_id=job.api_key_id,
-            status=JobStatus.VALIDATING,
-            tier=job.tier.value, total=0, succeeded=0, failed=0, cancelled=0, expired=0,
-            prompt_tokens=0, completion_tokens=0, cost=0,
-            metadata=opts.metadata, input_name=job.input_name, created_at=now,
-            webhook_url=opts.webhook_url, completion_window=opts.completion_window,
-            expires_at=None if window is None else now + window,
-            routing=None if opts.routing is None else opts.routing.model_dump(),
-        ))
+        if len(first) < batch:  # the whole input at hand: the job is written whole at once
+            conn.execute(insert(_J).values(status=JobStatus.IN_PROGRESS, total=len(first),
+                                           **values))
+            if first:
+                _insert_requests(conn, first)
+            check(conn)
+            return len(first)
+        conn.execute(insert(_J).values(status=JobStatus.VALIDATING, total=0, **values))
         total = 0
-        pending: list[dict[str, Any]] = []
-        for custom_id, model, body in rows:
-            pending.append({"job_id": job.id, "seq": total, "custom_id": custom_id,
-                            "model": model, "body": body})
-            total += 1
-            if len(pending) >= batch:
-                _insert_requests(conn, pending)
-                pending = []
-        if pending:
+        pending = first
+        while pending:
             _insert_requests(conn, pending)
+            total += len(pending)
+            pending = _numbered(job.id, itertools.islice(rows, batch), total)
         # the total first: a queue check counts unfinished requests from the jobs' counters
         conn.execute(update(_J).where(_J.c.id == job.id)
                      .values(status=JobStatus.IN_PROGRESS, total=total))
@@ -104,12 +107,21 @@ def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch
     return total
 
 
+def _numbered(job_id: str, rows: Iterable[NewRequest], start: int) -> list[dict[str, Any]]:
+    return [{"job_id": job_id, "seq": seq, "custom_id": custom_id, "model": model, "body": body}
+            for seq, (custom_id, model, body) in enumerate(rows, start)]
+
+
 _QUEUED_ROW = {"state": RequestState.QUEUED.value, "attempts": 0, "prompt_tokens": 0,
                "completion_tokens": 0, "cached_tokens": 0, "cost": 0}
 
 
+COPY_MIN_ROWS = 64
+"""Fewer rows go in one multi-row INSERT: COPY costs an extra round trip to set up."""
+
+
 def _insert_requests(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS:
         _copy_requests(conn, rows)
         return
     conn.execute(insert(_T).values(**_QUEUED_ROW), rows)

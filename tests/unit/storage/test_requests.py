@@ -7,13 +7,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, Update, event
+from sqlalchemy import Engine, Update, event, select
 
 from schemas.chat import Usage
 from schemas.jobs import JobStatus, RequestState
 from schemas.keys import Tier
 from schemas.outcomes import Outcome, OutcomeKind
 from storage import NewJob, cancel_job, claim, create_job, get_job, make_engine, record
+from storage.models import JOBS, REQUESTS
 
 
 @pytest.fixture
@@ -137,6 +138,32 @@ def test_a_failing_check_leaves_no_job_behind(engine: Engine) -> None:
 
     with pytest.raises(NotFoundError):
         get_job(engine, "batch_rolled_back")
+
+
+@pytest.mark.parametrize(("n", "batch"), [(3, 10), (10, 10), (150, 64), (0, 10)])
+def test_a_job_is_stored_whole_whether_its_input_fits_one_batch_or_many(
+        engine: Engine, n: int, batch: int) -> None:
+    """Small inputs are written in one INSERT each (job, rows), larger ones in batches (COPY
+    on PostgreSQL for 64 rows or more): the same job either way."""
+    body = '{"model":"m","messages":[{"role":"user","content":"x"}]}'
+    rows = [(f"c{i}", "m", body) for i in range(n)]
+    seen: list[int] = []
+
+    job_id = f"batch_whole{n}_{batch}"
+
+    def check(conn: Any) -> None:  # runs last, with the job's total already set
+        seen.append(conn.execute(select(JOBS.c.total).where(JOBS.c.id == job_id)).scalar_one())
+
+    assert create_job(engine, NewJob(job_id, Tier.BULK), rows, batch=batch, check=check) == n
+
+    view = get_job(engine, job_id)
+    assert (view.status, view.total, view.counts.get(RequestState.QUEUED, 0)) == (
+        JobStatus.IN_PROGRESS, n, n)
+    assert seen == [n]
+    with engine.connect() as conn:
+        stored = conn.execute(select(REQUESTS.c.seq, REQUESTS.c.custom_id).where(
+            REQUESTS.c.job_id == job_id).order_by(REQUESTS.c.seq)).all()
+    assert [tuple(r) for r in stored] == [(i, f"c{i}") for i in range(n)]
 
 
 def test_a_retried_claim_takes_back_its_own_rows_whose_first_commit_went_unseen(
