@@ -59,6 +59,8 @@ DEFAULT_LATENCY_MS = 1000
 """The typical call duration assumed until a deployment's latency has been measured."""
 HEALTH_TTL_MS = 24 * 3600 * 1000
 """A deployment's health hash lives this long after its last report."""
+MAX_SHAPES = 4096
+"""Candidate lists whose script arguments are remembered at most."""
 
 _UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
 
@@ -114,41 +116,68 @@ class Limiter:
         self._runner: ScriptRunner | None = None
         self._prefix = secrets.token_hex(6)  # members unique across processes and hosts
         self._ids = itertools.count()
+        self._shapes: dict[tuple[Any, ...], tuple[tuple[Deployment, ...], tuple[str, ...],
+                                                  tuple[Any, ...]]] = {}
+        self._settle_shapes: dict[str, tuple[Deployment, tuple[str, ...], tuple[Any, ...]]] = {}
 
     def _member(self) -> str:
         """A new admission's member in the windows (cheaper than random bytes per call)."""
         return f"{self._prefix}{next(self._ids):x}"
 
-    def _submit(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+    def _scripts(self) -> ScriptRunner:
         if self._runner is None:  # created on first use, on the loop that uses it
             self._runner = ScriptRunner(self._url, {"admit": ADMIT, "settle": SETTLE,
-                                                    "peek": PEEK, "seed": SEED})
-        return self._runner.submit(name, keys, args)
+                                                    "peek": PEEK, "seed": SEED},
+                                        first=("settle",))
+        return self._runner
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return await _reply(self._submit(name, keys, args))
+        return await _reply(self._scripts().submit(name, keys, args))
 
     def lease_ms(self, dep: Deployment) -> int:
         return int(((dep.timeout_s or self._call_timeout_s) + LEASE_MARGIN_S) * 1000)
 
-    async def admit(self, ordering: Ordering, tokens: int, *, dry_run: bool = False,
-                    now_ms: int | None = None) -> Admission | Refusal:
-        """Admit the call to the first deployment of ``ordering`` with health and room."""
+    def _admit_shape(self, ordering: Ordering, dry_run: bool, now_ms: int | None
+                     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """The admission script's keys and shared arguments for these candidates (remembered
+        per candidate list: they change only with the catalog)."""
         deps = ordering.deployments
+        cache_key = (*(dep.name for dep in deps), ordering.sort_by, dry_run)
+        if now_ms is None:
+            known = self._shapes.get(cache_key)
+            if known is not None and all(a is b for a, b in zip(known[0], deps, strict=True)):
+                return known[1], known[2]
         keys: list[str] = []
-        args: list[Any] = ["" if now_ms is None else now_ms, self._member(),
-                           int(dry_run), ordering.sort_by]
+        shared: list[Any] = ["" if now_ms is None else now_ms, int(dry_run), ordering.sort_by]
         for dep in deps:
             keys += [*_keys(dep), route_key(dep.name, "seeded")]
-            held = min(tokens, dep.tpm) if dep.tpm else tokens
-            args += [dep.rpm or 0, dep.tpm or 0, dep.max_concurrency or 0,
-                     int(dep.limit_window_s * 1000), held, self.lease_ms(dep),
-                     DEFAULT_LATENCY_MS]
-        index, wait_ms, probe, member, raw = await self._run("admit", keys, args)
+            shared += [dep.rpm or 0, dep.tpm or 0, dep.max_concurrency or 0,
+                       int(dep.limit_window_s * 1000), self.lease_ms(dep), DEFAULT_LATENCY_MS]
+        shape = (tuple(deps), tuple(keys), tuple(shared))
+        if now_ms is None:
+            if len(self._shapes) >= MAX_SHAPES:  # shuffled orders of a large group
+                self._shapes.clear()
+            self._shapes[cache_key] = shape
+        return shape[1], shape[2]
+
+    async def admit(self, ordering: Ordering, tokens: int, *, dry_run: bool = False,
+                    now_ms: int | None = None) -> Admission | Refusal:
+        """Admit the call to the first deployment of ``ordering`` with health and room.
+
+        Admissions to the same candidates queued in one loop iteration run as one script call,
+        one after another in the order queued."""
+        deps = ordering.deployments
+        keys, shared = self._admit_shape(ordering, dry_run, now_ms)
+
+        async def ask() -> Any:
+            item = (self._member(), tokens)
+            return await _reply(self._scripts().submit_item("admit", keys, shared, item))
+
+        index, wait_ms, probe, member, raw = await ask()
         if _text(member) == "seed":  # Redis lost the windows: ask the database, then again
             for i, _, _ in raw:
                 await self._seed(deps[i - 1])
-            index, wait_ms, probe, member, raw = await self._run("admit", keys, args)
+            index, wait_ms, probe, member, raw = await ask()
             if _text(member) == "seed":
                 raise RoutingStateError("the deployments' windows could not be seeded")
         if index:
@@ -190,18 +219,36 @@ class Limiter:
     def settle_soon(self, admission: Admission, verdict: Verdict, *, tokens: int,
                     latency_ms: float | None = None, cool_s: float = 0.0,
                     now_ms: int | None = None) -> asyncio.Future[Any]:
-        """``settle``, queued now (ahead of anything queued after it). The script's reply comes
-        on the future, truthy if the call opened the breaker; Redis's errors come as raised
-        (a future, not a coroutine: the caller may read it from a done callback, with no task
-        per call)."""
-        dep, b = admission.deployment, self._policy.breaker
-        keys = _keys(dep)[:3]
-        args = ["" if now_ms is None else now_ms, admission.member, tokens, int(dep.limited),
-                int(dep.limit_window_s * 1000), verdict.value, latency_ms or 0,
-                int(admission.probe), int(cool_s * 1000), b.consecutive_failures,
-                b.failure_rate, b.min_calls, int(b.window_s * 1000), int(b.cooldown_s * 1000),
-                self._policy.latency_alpha, HEALTH_TTL_MS]
-        return self._submit("settle", keys, args)
+        """``settle``, queued now. The script's reply comes on the future, truthy if the call
+        opened the breaker; Redis's errors come as raised (a future, not a coroutine: the
+        caller may read it from a done callback, with no task per call).
+
+        Reports to one deployment queued in one loop iteration run as one script call, in the
+        order queued, and before the admissions queued in that iteration: a report only frees
+        room or moves health, so applying it first never admits what its own order would not
+        have."""
+        dep = admission.deployment
+        keys, shared = self._settle_shape(dep, now_ms)
+        item = (admission.member, tokens, verdict.value, latency_ms or 0, int(admission.probe),
+                int(cool_s * 1000))
+        return self._scripts().submit_item("settle", keys, shared, item)
+
+    def _settle_shape(self, dep: Deployment, now_ms: int | None
+                      ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """The settle script's keys and shared arguments for ``dep`` (remembered, as above)."""
+        if now_ms is None:
+            known = self._settle_shapes.get(dep.name)
+            if known is not None and known[0] is dep:
+                return known[1], known[2]
+        b = self._policy.breaker
+        keys = tuple(_keys(dep)[:3])
+        shared = ("" if now_ms is None else now_ms, int(dep.limited),
+                  int(dep.limit_window_s * 1000), b.consecutive_failures, b.failure_rate,
+                  b.min_calls, int(b.window_s * 1000), int(b.cooldown_s * 1000),
+                  self._policy.latency_alpha, HEALTH_TTL_MS)
+        if now_ms is None:
+            self._settle_shapes[dep.name] = (dep, keys, shared)
+        return keys, shared
 
     async def peek(self, deps: Sequence[Deployment], *, now_ms: int | None = None
                    ) -> dict[str, DeploymentState]:

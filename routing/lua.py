@@ -48,15 +48,19 @@ local now = clock()
 """
 
 ADMIT = _PRELUDE + """
+-- Admits one or more calls with the same candidates, one after another, as that many runs of
+-- the script would (a worker groups the admissions it makes in one loop iteration).
 -- KEYS: window, tokens, health, slots, seeded of each candidate, in the strategy's order.
--- ARGV: now, member id, dry run (1/0), sort by ('', 'in_flight', 'latency'), then per
--- candidate: rpm, tpm, concurrency, window ms, tokens, lease ms, default latency ms.
--- Returns {index admitted or 0, wait ms, probe (1/0), member or kind, {{i, reason, ms}...}};
--- kind 'seed': the reasons name the rate-limited candidates whose window is to be seeded.
-local id, dry, sort_by = ARGV[2], ARGV[3] == '1', ARGV[4]
+-- ARGV: now, dry run (1/0), sort by ('', 'in_flight', 'latency'), then per candidate: rpm,
+-- tpm, concurrency, window ms, lease ms, default latency ms; then per call: member id, tokens.
+-- Returns one reply per call: {index admitted or 0, wait ms, probe (1/0), member or kind,
+-- {{i, reason, ms}...}}; kind 'seed': the reasons name the rate-limited candidates whose
+-- window is to be seeded (nothing was admitted).
+local dry, sort_by = ARGV[2] == '1', ARGV[3]
 local n = #KEYS / 5
+local first_call = 4 + n * 6
 local PROBE_RECHECK_MS = 1000
-local function arg(i, j) return tonumber(ARGV[4 + (i - 1) * 7 + j]) end
+local function arg(i, j) return tonumber(ARGV[3 + (i - 1) * 6 + j]) end
 local function key(i, j) return KEYS[(i - 1) * 5 + j] end
 
 if not dry then
@@ -66,12 +70,17 @@ if not dry then
       table.insert(unseeded, {i, 'seed', 0})
     end
   end
-  if #unseeded > 0 then return {0, 0, 0, 'seed', unseeded} end
+  if #unseeded > 0 then
+    local replies = {}
+    for c = first_call, #ARGV, 2 do table.insert(replies, {0, 0, 0, 'seed', unseeded}) end
+    return replies
+  end
 end
 
-local order = {}
-for i = 1, n do order[i] = i end
-if sort_by ~= '' then
+local function ranked()
+  local order = {}
+  for i = 1, n do order[i] = i end
+  if sort_by == '' then return order end
   local rank = {}
   for i = 1, n do
     if sort_by == 'in_flight' then
@@ -84,6 +93,7 @@ if sort_by ~= '' then
     if rank[a] ~= rank[b] then return rank[a] < rank[b] end
     return a < b
   end)
+  return order
 end
 
 local function used_tokens(i, since)
@@ -97,7 +107,11 @@ local function used_tokens(i, since)
   return v
 end
 
+-- Members that stopped counting leave the window (once a run: the clock does not move).
+local pruned = {}
 local function prune(i, since)
+  if pruned[i] then return end
+  pruned[i] = true
   local z, s = key(i, 1), key(i, 2)
   local gone = redis.call('ZRANGEBYSCORE', z, '-inf', since)
   if #gone == 0 then return end
@@ -115,8 +129,14 @@ local function frees_at(member, score, win, lat)
   return math.max(now, admitted + lat) + win
 end
 
-local function limits(i, lat)
-  local rpm, tpm, conc, win, tokens = arg(i, 1), arg(i, 2), arg(i, 3), arg(i, 4), arg(i, 5)
+local function held(i, tokens)
+  local tpm = arg(i, 2)
+  if tpm > 0 and tokens > tpm then return tpm end
+  return tokens
+end
+
+local function limits(i, lat, tokens)
+  local rpm, tpm, conc, win = arg(i, 1), arg(i, 2), arg(i, 3), arg(i, 4)
   local z, since = key(i, 1), now - win
   if not dry then prune(i, since) end
   local wait, limit = 0, nil
@@ -157,120 +177,178 @@ local function limits(i, lat)
   return limit, math.max(wait, 1), interval
 end
 
+-- Each candidate's health, read once a run and kept up to date by the admissions below.
+local health = {}
+local function health_of(i)
+  if health[i] == nil then
+    local h = redis.call('HMGET', key(i, 3), 'open_until', 'cool_until', 'probe_until',
+                         'latency')
+    health[i] = {num(h[1]), num(h[2]), num(h[3]), tonumber(h[4]) or arg(i, 6)}
+  end
+  return health[i]
+end
+
 -- 'ok', 0, probe | 'open'/'cooling'/'probing', wait | 'rpm'/'tpm'/'concurrency', wait, interval
-local function check(i)
-  local h = redis.call('HMGET', key(i, 3), 'open_until', 'cool_until', 'probe_until', 'latency')
-  local open_until, cool_until, probe_until = num(h[1]), num(h[2]), num(h[3])
+local function check(i, tokens)
+  local open_until, cool_until, probe_until, lat = unpack(health_of(i))
   if cool_until > now then return 'cooling', cool_until - now end
   if open_until > now then return 'open', open_until - now end
   local probe = open_until > 0
   if probe and probe_until > now then
     return 'probing', math.min(probe_until - now, PROBE_RECHECK_MS)
   end
-  local limit, wait, interval = limits(i, tonumber(h[4]) or arg(i, 7))
+  local limit, wait, interval = limits(i, lat, tokens)
   if limit then return limit, wait, interval end
   return 'ok', 0, probe and 1 or 0
 end
 
-local function admit(i, probe)
-  local tokens, lease, win = arg(i, 5), arg(i, 6), arg(i, 4)
+local touched = {}
+local function admit(i, probe, id, tokens)
+  local lease = arg(i, 5)
   local member = id .. '|' .. tokens .. '|' .. now
   redis.call('ZADD', key(i, 1), now + lease, member)
   redis.call('INCRBY', key(i, 2), tokens)
-  redis.call('PEXPIRE', key(i, 1), win + lease + 60000)
-  redis.call('PEXPIRE', key(i, 2), win + lease + 60000)
-  if probe == 1 then redis.call('HSET', key(i, 3), 'probe_until', now + lease) end
+  touched[i] = true
+  if probe == 1 then
+    redis.call('HSET', key(i, 3), 'probe_until', now + lease)
+    health[i][3] = now + lease
+  end
   return member
 end
 
-local reasons = {}
-local best, best_slot, best_interval, sick_wait
-for _, i in ipairs(order) do
-  local kind, wait, extra = check(i)
-  if kind == 'ok' then
-    local member = ''
-    if not dry then member = admit(i, extra) end
-    return {i, 0, extra, member, reasons}
+local function decide(id, wanted)
+  local reasons = {}
+  local best, best_slot, best_interval, sick_wait
+  for _, i in ipairs(ranked()) do
+    local tokens = held(i, wanted)
+    local kind, wait, extra = check(i, tokens)
+    if kind == 'ok' then
+      local member = ''
+      if not dry then member = admit(i, extra, id, tokens) end
+      return {i, 0, extra, member, reasons}
+    end
+    table.insert(reasons, {i, kind, math.floor(wait)})
+    if extra ~= nil then
+      local slot = math.max(num(redis.call('GET', key(i, 4))), now + wait)
+      if best_slot == nil or slot < best_slot then
+        best, best_slot, best_interval = i, slot, extra
+      end
+    elseif sick_wait == nil or wait < sick_wait then
+      sick_wait = wait
+    end
   end
-  table.insert(reasons, {i, kind, math.floor(wait)})
-  if extra ~= nil then
-    local slot = math.max(num(redis.call('GET', key(i, 4))), now + wait)
-    if best_slot == nil or slot < best_slot then best, best_slot, best_interval = i, slot, extra end
-  elseif sick_wait == nil or wait < sick_wait then
-    sick_wait = wait
+  if best ~= nil then
+    if not dry then
+      local next_slot = best_slot + best_interval
+      redis.call('SET', key(best, 4), next_slot, 'PX', math.floor(next_slot - now + arg(best, 4)))
+    end
+    return {0, math.floor(best_slot - now), 0, 'saturated', reasons}
   end
+  return {0, math.floor(sick_wait or 0), 0, 'unhealthy', reasons}
 end
-if best ~= nil then
-  if not dry then
-    local next_slot = best_slot + best_interval
-    redis.call('SET', key(best, 4), next_slot, 'PX', math.floor(next_slot - now + arg(best, 4)))
-  end
-  return {0, math.floor(best_slot - now), 0, 'saturated', reasons}
+
+local replies = {}
+for c = first_call, #ARGV, 2 do table.insert(replies, decide(ARGV[c], tonumber(ARGV[c + 1]))) end
+for i in pairs(touched) do
+  local ttl = arg(i, 4) + arg(i, 5) + 60000
+  redis.call('PEXPIRE', key(i, 1), ttl)
+  redis.call('PEXPIRE', key(i, 2), ttl)
 end
-return {0, math.floor(sick_wait or 0), 0, 'unhealthy', reasons}
+return replies
 """
 
 SETTLE = _PRELUDE + """
--- KEYS: window, tokens, health of one deployment.
--- ARGV: now, member, actual tokens, keep in window (1/0), window ms, verdict (ok, fail,
--- throttled, neutral, void), latency ms (0: none), probe (1/0), cooldown after a 429 ms,
--- consecutive failures, failure rate, min calls, failure window ms, breaker cooldown ms,
--- latency alpha, health ttl ms.
--- Returns 1 when this report opened the breaker, else 0.
-local z, s, h, member = KEYS[1], KEYS[2], KEYS[3], ARGV[2]
-if redis.call('ZREM', z, member) == 1 then
+-- Reports how one or more calls to one deployment ended, in order, as that many runs of the
+-- script would (a worker groups the reports it makes in one loop iteration).
+-- KEYS: window, tokens, health of the deployment.
+-- ARGV: now, keep in window (1/0), window ms, consecutive failures, failure rate, min calls,
+-- failure window ms, breaker cooldown ms, latency alpha, health ttl ms; then per report:
+-- member, actual tokens, verdict (ok, fail, throttled, neutral, void), latency ms (0: none),
+-- probe (1/0), cooldown after a 429 ms.
+-- Returns one value per report: 1 when it opened the breaker, else 0.
+local z, s, h = KEYS[1], KEYS[2], KEYS[3]
+local keep, win = ARGV[2] == '1', tonumber(ARGV[3])
+local streak_max, rate, min_calls = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local fail_win, cooldown = tonumber(ARGV[7]), tonumber(ARGV[8])
+local alpha, ttl = tonumber(ARGV[9]), tonumber(ARGV[10])
+
+local FIELDS = {'open_until', 'probe_until', 'cool_until', 'win_start', 'win_calls',
+                'win_fails', 'streak', 'latency', 'opened'}
+local got = redis.call('HMGET', h, unpack(FIELDS))
+local st, dirty = {}, {}
+for j, f in ipairs(FIELDS) do st[f] = got[j] end
+local function put(f, v) st[f] = v; dirty[f] = true end
+
+local tokens_delta, moved = 0, false
+local function unwindow(member, used)
+  if redis.call('ZREM', z, member) == 0 then return end
   local reserved, admitted = parts(member)
-  redis.call('DECRBY', s, reserved)
-  if ARGV[4] == '1' then
-    local used = tonumber(ARGV[3])
+  tokens_delta, moved = tokens_delta - reserved, true
+  if keep then
     local base = string.match(member, '^(.*)|%d+|%d+$')
     redis.call('ZADD', z, now, base .. '|' .. used .. '|' .. admitted)
-    redis.call('INCRBY', s, used)
+    tokens_delta = tokens_delta + used
   end
-  local ttl = tonumber(ARGV[5]) + 60000
-  redis.call('PEXPIRE', z, ttl)
-  redis.call('PEXPIRE', s, ttl)
 end
 
-local verdict, probe = ARGV[6], ARGV[8] == '1'
-if verdict == 'void' then
-  if probe then redis.call('HSET', h, 'probe_until', 0) end
-  return 0
+local function judge(verdict, latency, probe, cool)
+  if verdict == 'void' then
+    if probe then put('probe_until', 0) end
+    return 0
+  end
+  local open_until = num(st.open_until)
+  local win_start, calls, fails = num(st.win_start), num(st.win_calls), num(st.win_fails)
+  if now - win_start >= fail_win then win_start, calls, fails = now, 0, 0 end
+  local opened = 0
+  if verdict == 'throttled' then
+    if now + cool > num(st.cool_until) then put('cool_until', now + cool) end
+    if probe then put('probe_until', 0) end
+  elseif verdict == 'fail' then
+    calls, fails = calls + 1, fails + 1
+    local streak = num(st.streak) + 1
+    put('streak', streak)
+    local tripped = streak >= streak_max or (calls >= min_calls and fails / calls >= rate)
+    if probe or (open_until == 0 and tripped) then
+      put('open_until', now + cooldown)
+      put('probe_until', 0)
+      put('streak', 0)
+      put('opened', num(st.opened) + 1)
+      win_start, calls, fails, opened = now, 0, 0, 1
+    end
+  else
+    calls = calls + 1
+    put('streak', 0)
+    if probe then put('open_until', 0); put('probe_until', 0) end
+    if verdict == 'ok' and latency > 0 then
+      local old = tonumber(st.latency)
+      if old then latency = alpha * latency + (1 - alpha) * old end
+      put('latency', latency)
+    end
+  end
+  put('win_start', win_start)
+  put('win_calls', calls)
+  put('win_fails', fails)
+  return opened
 end
-local f = redis.call('HMGET', h, 'open_until', 'win_start', 'win_calls', 'win_fails')
-local open_until, win_start, calls, fails = num(f[1]), num(f[2]), num(f[3]), num(f[4])
-if now - win_start >= tonumber(ARGV[13]) then win_start, calls, fails = now, 0, 0 end
-local opened = 0
-if verdict == 'throttled' then
-  local cool_until = now + tonumber(ARGV[9])
-  if cool_until > num(redis.call('HGET', h, 'cool_until')) then
-    redis.call('HSET', h, 'cool_until', cool_until)
-  end
-  if probe then redis.call('HSET', h, 'probe_until', 0) end
-elseif verdict == 'fail' then
-  calls, fails = calls + 1, fails + 1
-  local streak = redis.call('HINCRBY', h, 'streak', 1)
-  local tripped = streak >= tonumber(ARGV[10])
-    or (calls >= tonumber(ARGV[12]) and fails / calls >= tonumber(ARGV[11]))
-  if probe or (open_until == 0 and tripped) then
-    redis.call('HSET', h, 'open_until', now + tonumber(ARGV[14]), 'probe_until', 0, 'streak', 0)
-    redis.call('HINCRBY', h, 'opened', 1)
-    win_start, calls, fails, opened = now, 0, 0, 1
-  end
-else
-  calls = calls + 1
-  redis.call('HSET', h, 'streak', 0)
-  if probe then redis.call('HSET', h, 'open_until', 0, 'probe_until', 0) end
-  local x = tonumber(ARGV[7])
-  if verdict == 'ok' and x > 0 then
-    local alpha, old = tonumber(ARGV[15]), tonumber(redis.call('HGET', h, 'latency'))
-    if old then x = alpha * x + (1 - alpha) * old end
-    redis.call('HSET', h, 'latency', x)
-  end
+
+local replies = {}
+for r = 11, #ARGV, 6 do
+  unwindow(ARGV[r], tonumber(ARGV[r + 1]))
+  table.insert(replies, judge(ARGV[r + 2], tonumber(ARGV[r + 3]), ARGV[r + 4] == '1',
+                              tonumber(ARGV[r + 5])))
 end
-redis.call('HSET', h, 'win_start', win_start, 'win_calls', calls, 'win_fails', fails)
-redis.call('PEXPIRE', h, tonumber(ARGV[16]))
-return opened
+if moved then
+  redis.call('INCRBY', s, tokens_delta)
+  redis.call('PEXPIRE', z, win + 60000)
+  redis.call('PEXPIRE', s, win + 60000)
+end
+local flat = {}
+for f in pairs(dirty) do table.insert(flat, f); table.insert(flat, st[f]) end
+if #flat > 0 then
+  redis.call('HSET', h, unpack(flat))
+  redis.call('PEXPIRE', h, ttl)
+end
+return replies
 """
 
 PEEK = _PRELUDE + """

@@ -164,3 +164,44 @@ def test_a_void_call_frees_its_slot_and_judges_nothing(make_limiter: Any) -> Non
     assert opened == "open"
     assert isinstance(probe, Admission) and probe.probe
     assert isinstance(next_probe, Admission) and next_probe.probe  # its turn passed on
+
+
+def test_reports_sent_together_end_as_if_sent_one_by_one(make_limiter: Any) -> None:
+    # a worker groups the reports of one loop iteration into one script run: a and b get the
+    # same reports, a's in one run, b's one at a time; their breakers must end the same
+    cat = catalog("  a: {provider: openai, base_url: x, model: a, tpm: 100000}\n"
+                  "  b: {provider: openai, base_url: x, model: a, tpm: 100000}",
+                  routing=BREAKER)
+    lim: Limiter = make_limiter(cat)
+    reports = [(Verdict.OK, 120.0), (Verdict.FAIL, 0.0), (Verdict.THROTTLED, 0.0),
+               (Verdict.FAIL, 0.0), (Verdict.NEUTRAL, 0.0), (Verdict.FAIL, 0.0),
+               (Verdict.FAIL, 0.0), (Verdict.FAIL, 0.0), (Verdict.VOID, 0.0),
+               (Verdict.OK, 80.0), (Verdict.FAIL, 0.0)]
+
+    async def scenario() -> tuple[list[Any], list[Any], dict[str, Any]]:
+        sent: dict[str, list[Any]] = {}
+        for name in ("a", "b"):
+            one = Ordering((cat.deployments[name],))
+            admitted = [await lim.admit(one, 50, now_ms=T0) for _ in reports]
+            assert all(isinstance(a, Admission) for a in admitted)
+            futures = []
+            for adm, (verdict, ms) in zip(admitted, reports, strict=True):
+                future = lim.settle_soon(adm, verdict, tokens=40, latency_ms=ms, cool_s=2,
+                                         now_ms=T0 + 5)
+                if name == "b":
+                    await future
+                futures.append(future)
+            sent[name] = [await f for f in futures]
+        state = await lim.peek([cat.deployments["a"], cat.deployments["b"]], now_ms=T0 + 6)
+        return sent["a"], sent["b"], state
+
+    together, apart, state = run(scenario(), lim)
+
+    # the 6th report opens it: 3 failures of 5 judged calls (min_calls 4, rate 0.5)
+    assert together == apart == [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]
+    a, b = state["a"], state["b"]
+    assert (a.open_until, a.cool_until, a.streak, a.opened, a.latency_ms) == (
+        b.open_until, b.cool_until, b.streak, b.opened, b.latency_ms)
+    assert a.breaker == "open" and a.opened == 1 and a.cool_until == T0 + 5 + 2000
+    assert a.latency_ms is not None and 80 < a.latency_ms < 120
+    assert (a.in_flight, a.tokens_in_window) == (b.in_flight, b.tokens_in_window) == (0, 440)

@@ -93,6 +93,46 @@ def test_waiting_requests_get_start_times_spaced_by_the_limits_rate(make_limiter
     assert waits == pytest.approx([10.0, 15.0, 20.0], abs=0.01)
 
 
+def test_admissions_queued_together_are_decided_one_after_another(make_limiter: Any) -> None:
+    # the same waits as above, from five admissions a worker queued in one loop iteration
+    # (they share one script run)
+    cat = catalog("  a: {provider: openai, base_url: x, model: a, rpm: 2, limit_window_s: 10}")
+    lim: Limiter = make_limiter(cat)
+
+    async def scenario() -> list[Any]:
+        return list(await asyncio.gather(*(lim.admit(_one(cat), 1, now_ms=T0)
+                                           for _ in range(5))))
+
+    first, second, *waiting = run(scenario(), lim)
+
+    assert isinstance(first, Admission) and isinstance(second, Admission)
+    assert first.member != second.member
+    assert all(isinstance(r, Refusal) and r.saturated for r in waiting)
+    # the window frees 10 s after the answers (expected one default latency, 1 s, from now)
+    assert [r.wait_s for r in waiting] == pytest.approx([11.0, 16.0, 21.0], abs=0.01)
+
+
+def test_a_report_queued_with_an_admission_frees_its_room_first(make_limiter: Any) -> None:
+    cat = catalog("  a: {provider: openai, base_url: x, model: a, max_concurrency: 1}")
+    lim: Limiter = make_limiter(cat)
+
+    async def scenario() -> Any:
+        held = await lim.admit(_one(cat), 1, now_ms=T0)
+        assert isinstance(held, Admission)
+        # the next request's admission and the first call's report are queued in the same
+        # loop iteration, the admission first: the report still runs first, freeing the slot
+
+        async def report() -> Any:
+            return await lim.settle_soon(held, Verdict.OK, tokens=1, now_ms=T0 + 1)
+
+        return await asyncio.gather(lim.admit(_one(cat), 1, now_ms=T0 + 1), report())
+
+    admitted, opened = run(scenario(), lim)
+
+    assert isinstance(admitted, Admission)
+    assert not opened
+
+
 def test_a_dry_run_decides_without_taking_anything(make_limiter: Any) -> None:
     cat = catalog("  a: {provider: openai, base_url: x, model: a, rpm: 1}")
     lim: Limiter = make_limiter(cat)

@@ -143,3 +143,83 @@ def test_an_argument_redis_cannot_take_is_a_data_error() -> None:
 
     with pytest.raises(DataError):
         hiredis_packing("redis://127.0.0.1:6379/0")().pack_command("EVALSHA", "x", 0, {"a": 1})
+
+
+# A grouped script: counts its runs in KEYS[1], answers (run, shared tag, item) per call.
+RUNS = """
+local run = redis.call('INCR', KEYS[1])
+local out = {}
+for i = 2, #ARGV do out[#out + 1] = {run, ARGV[1], ARGV[i]} end
+return out
+"""
+
+
+def test_grouped_calls_share_a_script_run_per_shared_arguments(redis_url: str) -> None:
+    from routing.scripts import MAX_ITEMS
+
+    key = f"test:runs:{secrets.token_hex(4)}"
+
+    async def main() -> list[list[object]]:
+        runner = ScriptRunner(redis_url, {"runs": RUNS})
+        try:
+            calls = [runner.submit_item("runs", (key,), ("x",), (i,))
+                     for i in range(MAX_ITEMS + 44)]
+            calls += [runner.submit_item("runs", (key,), ("y",), (i,)) for i in range(5)]
+            return await asyncio.wait_for(asyncio.gather(*calls), 10)
+        finally:
+            await runner.aclose()
+
+    replies = asyncio.run(main())
+    redis.Redis.from_url(redis_url).delete(key)
+
+    xs, ys = replies[:MAX_ITEMS + 44], replies[MAX_ITEMS + 44:]
+    assert [int(item) for _, _, item in xs] == list(range(MAX_ITEMS + 44))  # each its own reply
+    assert [int(item) for _, _, item in ys] == list(range(5))
+    assert {tag for _, tag, _ in xs} == {b"x"} and {tag for _, tag, _ in ys} == {b"y"}
+    # three runs: the x calls split at MAX_ITEMS, the y calls (other arguments) on their own
+    assert len({run for run, _, _ in replies}) == 3
+    assert len({run for run, _, _ in xs[:MAX_ITEMS]}) == 1
+    assert len({run for run, _, _ in ys}) == 1
+
+
+def test_the_first_scripts_run_before_the_rest_of_their_flush(redis_url: str) -> None:
+    key = f"test:first:{secrets.token_hex(4)}"
+
+    async def main() -> list[object]:
+        runner = ScriptRunner(redis_url, {"get": "return redis.call('GET', KEYS[1])",
+                                          "set": "redis.call('SET', KEYS[1], ARGV[1]); "
+                                                 "return {1}"},
+                              first=("set",))
+        try:
+            got = runner.submit("get", [key], [])  # both queued in this loop iteration
+            done = runner.submit_item("set", (key,), ("done",), (0,))
+            return await asyncio.gather(got, done)
+        finally:
+            await runner.aclose()
+
+    seen, _ = asyncio.run(main())
+    redis.Redis.from_url(redis_url).delete(key)
+
+    assert seen == b"done"  # queued second, run first
+
+
+def test_a_grouped_run_that_fails_fails_its_own_calls_only(redis_url: str) -> None:
+    async def main() -> list[object]:
+        runner = ScriptRunner(redis_url, {"fail": FAIL, "short": "return {1}", "echo": ECHO})
+        try:
+            return await asyncio.gather(
+                runner.submit_item("fail", ("a",), (), (1,)),
+                runner.submit_item("fail", ("a",), (), (2,)),
+                runner.submit_item("short", ("b",), (), (1,)),
+                runner.submit_item("short", ("b",), (), (2,)),
+                runner.run("echo", ["c"], [3]), return_exceptions=True)
+        finally:
+            await runner.aclose()
+
+    fail1, fail2, short1, short2, echoed = asyncio.run(main())
+
+    assert isinstance(fail1, ResponseError) and isinstance(fail2, ResponseError)
+    # a script answering fewer replies than calls is a bug it names, not a wrong answer
+    assert isinstance(short1, RuntimeError) and "'short' answered 2 grouped calls" in str(short1)
+    assert isinstance(short2, RuntimeError)
+    assert echoed == [b"c", b"3"]
