@@ -23,7 +23,7 @@ from schemas.errors import NotFoundError
 from schemas.jobs import TERMINAL_JOB_STATUSES, JobOptions, JobStatus, JobView, RequestState
 from schemas.keys import Tier
 from schemas.tenants import BUDGET_PAUSED, DEFAULT_TENANT
-from storage.models import JOBS, REQUESTS
+from storage.models import JOBS, REQUESTS, state_in, state_is
 from storage.requests import finalize_job
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
 _T = REQUESTS
 _J = JOBS
 _LIVE = [RequestState.QUEUED.value, RequestState.DEFERRED.value, RequestState.RUNNING.value]
-_WAITING = [RequestState.QUEUED.value, RequestState.DEFERRED.value]
 _STOPPED = {
     RequestState.CANCELLED: ("batch_cancelled", "the job was cancelled before this request ran"),
     RequestState.EXPIRED: ("batch_expired",
@@ -152,9 +151,9 @@ def _owned(job_id: str, tenant: str | None) -> Any:
 
 
 def _count_of(job_id: str, state: RequestState) -> Any:
-    """A scalar subquery: the job's rows in ``state`` (read from ix_requests_job_state)."""
+    """A scalar subquery: the job's rows in ``state`` (read from ix_requests_job_live)."""
     return (select(func.count()).select_from(_T)
-            .where(_T.c.job_id == job_id, _T.c.state == state.value).scalar_subquery())
+            .where(_T.c.job_id == job_id, state_is(state)).scalar_subquery())
 
 
 def get_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> JobView:
@@ -178,7 +177,7 @@ def get_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> JobVie
         if job.n_deferred:
             paused = conn.execute(
                 select(_T.c.error_message).where(
-                    _T.c.job_id == job_id, _T.c.state == RequestState.DEFERRED,
+                    _T.c.job_id == job_id, state_is(RequestState.DEFERRED),
                     _T.c.error_code == BUDGET_PAUSED).limit(1)).scalar()
     queued = (job.total - job.succeeded - job.failed - job.cancelled - job.expired
               - job.n_running - job.n_deferred)
@@ -271,9 +270,9 @@ def _end_waiting(conn: Connection, job_id: str, state: RequestState, now: dateti
                  lapsed_before: float | None = None) -> int:
     """End a stopped job's waiting requests (and, given ``lapsed_before``, running ones whose
     lease ran out) in ``state``, counted into the job; how many."""
-    which: Any = _T.c.state.in_(_WAITING)
+    which: Any = state_in(RequestState.QUEUED, RequestState.DEFERRED)
     if lapsed_before is not None:
-        which = which | ((_T.c.state == RequestState.RUNNING)
+        which = which | (state_is(RequestState.RUNNING)
                          & (_T.c.lease_until < lapsed_before))
     code, message = _STOPPED[state]
     n = conn.execute(

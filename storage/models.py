@@ -44,6 +44,7 @@ __all__ = [
     "JobRow",
     "RequestRow",
     "TenantRow",
+    "state_in",
     "state_is",
 ]
 
@@ -87,6 +88,8 @@ class JobRow(Base):
 
 DEFERRED_ONLY = f"state = '{RequestState.DEFERRED.value}'"
 RUNNING_ONLY = f"state = '{RequestState.RUNNING.value}'"
+LIVE_ONLY = (f"state IN ('{RequestState.QUEUED.value}', '{RequestState.RUNNING.value}', "
+             f"'{RequestState.DEFERRED.value}')")
 FINISHED_ONLY = "finished_at IS NOT NULL"
 """The predicates of the partial indexes on requests. A query uses such an index only if its
 WHERE clause implies the predicate when planned: a state must be written into the SQL there
@@ -128,11 +131,13 @@ class RequestRow(Base):
     route: Mapped[str | None] = mapped_column(Text, doc="JSON: deployments tried, fallbacks")
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    # Partial indexes (migration 0005): PostgreSQL writes a new entry in every index of the
-    # table on each claim and each finish (the state changes, so no update is HOT), so the
+    # Partial indexes (migrations 0005, 0006): PostgreSQL writes a new entry in every index of
+    # the table on each claim and each finish (the state changes, so no update is HOT), so the
     # reconciler's and the reports' indexes hold only the rows they look for.
+    # ix_requests_job_live ends in seq so that no plan through it can read a whole job's
+    # backlog to claim 64 of its rows (see migration 0006).
     __table_args__ = (
-        Index("ix_requests_job_state", "job_id", "state"),
+        _partial("ix_requests_job_live", LIVE_ONLY, "job_id", "state", "seq"),
         _partial("ix_requests_deferred_due", DEFERRED_ONLY, "not_before"),
         _partial("ix_requests_running_lease", RUNNING_ONLY, "lease_until"),
         _partial("ix_requests_job_finished", FINISHED_ONLY, "job_id", "finished_at", "seq"),
@@ -241,3 +246,8 @@ def state_is(state: RequestState) -> ColumnElement[bool]:
     """``requests.state = '<state>'`` with the value in the SQL, so the planner can use the
     partial index on that state (a bound parameter hides the value from it)."""
     return REQUESTS.c.state == literal_column(f"'{state.value}'")
+
+
+def state_in(*states: RequestState) -> ColumnElement[bool]:
+    """``requests.state IN ('<state>', ...)``, the values in the SQL (as ``state_is``)."""
+    return REQUESTS.c.state.in_([literal_column(f"'{state.value}'") for state in states])

@@ -71,7 +71,7 @@ def find_stranded(engine: Engine, tier: Tier, limit: int) -> list[Group]:
     """Queued requests of a tier's running, dispatched jobs: asked for when the broker holds
     no message of that tier at all, so none of these has one left, whatever lost it.
 
-    Job by job (the jobs index, then each job's (job_id, state) index): a join would walk
+    Job by job (the jobs index, then each job's live rows' index): a join would walk
     every queued row of every tier, a million for a bulk backlog, on every pass.
     """
     jobs = select(_J.c.id).where(_J.c.tier == tier.value, _J.c.status == JobStatus.IN_PROGRESS,
@@ -80,7 +80,7 @@ def find_stranded(engine: Engine, tier: Tier, limit: int) -> list[Group]:
     with engine.connect() as conn:
         for job_id in conn.execute(jobs).scalars().all():
             seqs = list(conn.execute(select(_T.c.seq).where(
-                _T.c.job_id == job_id, _T.c.state == RequestState.QUEUED).limit(limit)).scalars())
+                _T.c.job_id == job_id, state_is(RequestState.QUEUED)).limit(limit)).scalars())
             if seqs:
                 groups.append((job_id, tier, seqs))
                 limit -= len(seqs)
@@ -117,7 +117,7 @@ def iter_waiting(engine: Engine, page: int = 10_000) -> Iterator[Group]:
         stmt = (
             select(_T.c.job_id, _J.c.tier, _T.c.seq)
             .join(_J, _J.c.id == _T.c.job_id)
-            .where(_J.c.status.in_(_ACTIVE), _T.c.state == RequestState.QUEUED,
+            .where(_J.c.status.in_(_ACTIVE), state_is(RequestState.QUEUED),
                    (_T.c.job_id > after[0]) | ((_T.c.job_id == after[0]) & (_T.c.seq > after[1])))
             .order_by(_T.c.job_id, _T.c.seq)
             .limit(page)

@@ -13,7 +13,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from schemas.jobs import ACTIVE_JOB_STATUSES, JobStatus, RequestState, RoutingOptions
 from schemas.outcomes import Claimed, Outcome, OutcomeKind
@@ -21,7 +32,7 @@ from schemas.tenants import DEFAULT_TENANT, TenantLimits
 from schemas.webhooks import TERMINAL_EVENTS
 from storage.batched import defer_rows, finish_rows
 from storage.events import EVENT_COLUMNS, add_job_event
-from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS
+from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS, state_in
 
 __all__ = ["claim", "finalize_job", "record"]
 
@@ -40,26 +51,35 @@ _RUNNABLE = or_(
     ),
     and_(_T.c.state == RequestState.RUNNING, _T.c.lease_until < bindparam("c_now")),
 )
-_CLAIM = (
-    update(_T)
-    .where(_T.c.job_id == bindparam("c_job"), _T.c.seq.in_(bindparam("c_seqs", expanding=True)),
-           _RUNNABLE)
-    .values(state=RequestState.RUNNING, claim=bindparam("c_token"),
-            lease_until=bindparam("c_until"), attempts=_T.c.attempts + 1)
-    .returning(_T.c.seq, _T.c.custom_id, _T.c.model, _T.c.body, _T.c.attempts, _T.c.route)
-)
-_RECLAIM = (  # a retried claim whose first try committed unseen: take its own rows back
-    update(_T)
-    .where(_T.c.job_id == bindparam("c_job"), _T.c.seq.in_(bindparam("c_seqs", expanding=True)),
-           or_(_RUNNABLE, and_(_T.c.state == RequestState.RUNNING,
-                               _T.c.claim == bindparam("c_token"))))
-    .values(state=RequestState.RUNNING, claim=bindparam("c_token"),
-            lease_until=bindparam("c_until"),
-            attempts=case((and_(_T.c.state == RequestState.RUNNING,
-                                _T.c.claim == bindparam("c_token")), _T.c.attempts),
-                          else_=_T.c.attempts + 1))
-    .returning(_T.c.seq, _T.c.custom_id, _T.c.model, _T.c.body, _T.c.attempts, _T.c.route)
-)
+def _claim_statement(*, retry: bool, ranged: bool) -> Update:
+    """The claim's UPDATE. ``retry``: a retried claim whose first try committed unseen takes
+    its own rows back too. ``ranged`` (PostgreSQL): the claimed seqs' span is a condition too.
+
+    A range on the key's second column is always an index condition, so the rows PostgreSQL
+    reads stay within the chunk's span whatever it believes of the job's size. Without it, a
+    job the planner took for small (no statistics yet, or a table of many one-row jobs) was
+    read whole and filtered by seq: every claim cost time in proportion to the job's backlog
+    (migration 0006 has the figures). SQLite looks each seq up by key on its own, and given
+    the range it would scan the span instead, which is longer for a sparse chunk.
+    """
+    chunk = [_T.c.job_id == bindparam("c_job"),
+             _T.c.seq.in_(bindparam("c_seqs", expanding=True))]
+    if ranged:
+        chunk.append(_T.c.seq.between(bindparam("c_first"), bindparam("c_last")))
+    mine = and_(_T.c.state == RequestState.RUNNING, _T.c.claim == bindparam("c_token"))
+    return (
+        update(_T)
+        .where(*chunk, or_(_RUNNABLE, mine) if retry else _RUNNABLE)
+        .values(state=RequestState.RUNNING, claim=bindparam("c_token"),
+                lease_until=bindparam("c_until"),
+                attempts=case((mine, _T.c.attempts), else_=_T.c.attempts + 1) if retry
+                else _T.c.attempts + 1)
+        .returning(_T.c.seq, _T.c.custom_id, _T.c.model, _T.c.body, _T.c.attempts, _T.c.route)
+    )
+
+
+_CLAIMS = {(retry, ranged): _claim_statement(retry=retry, ranged=ranged)
+           for retry in (False, True) for ranged in (False, True)}
 _JOB_CONTEXT = (select(_J.c.routing, _J.c.tenant_id, TENANTS.c.limits, _J.c.api_key_id,
                        API_KEYS.c.limits.label("key_limits"))
                 .select_from(_J.outerjoin(TENANTS, TENANTS.c.id == _J.c.tenant_id)
@@ -77,11 +97,15 @@ def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s:
     reached the database before the connection dropped: rows already leased to ``token`` are
     taken back too (without counting another attempt), instead of waiting for their lease.
     """
-    params = {"c_job": job_id, "c_seqs": list(seqs), "c_due": now + CLAIM_SKEW_S, "c_now": now,
-              "c_token": token, "c_until": now + lease_s}
+    if not seqs:
+        return []
+    params = {"c_job": job_id, "c_seqs": list(seqs), "c_first": min(seqs), "c_last": max(seqs),
+              "c_due": now + CLAIM_SKEW_S, "c_now": now, "c_token": token,
+              "c_until": now + lease_s}
     job: Any = None
     with engine.begin() as conn:
-        rows = conn.execute(_RECLAIM if retry else _CLAIM, params).all()
+        ranged = conn.dialect.name == "postgresql"
+        rows = conn.execute(_CLAIMS[retry, ranged], params).all()
         if rows:
             conn.execute(_STARTED, {"c_job": job_id, "c_at": datetime.now(UTC)})
             # the job's routing options and its tenant's limits: one lookup per chunk
@@ -215,7 +239,6 @@ def select_runnable_seqs(conn: Connection, job_id: str) -> list[int]:
     """Every queued or deferred seq of a job, for re-publishing."""
     return list(conn.execute(
         select(_T.c.seq).where(
-            _T.c.job_id == job_id,
-            _T.c.state.in_([RequestState.QUEUED, RequestState.DEFERRED]),
+            _T.c.job_id == job_id, state_in(RequestState.QUEUED, RequestState.DEFERRED),
         ).order_by(_T.c.seq)
     ).scalars())

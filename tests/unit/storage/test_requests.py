@@ -203,3 +203,40 @@ def test_status_counts_every_state_as_the_rows_are(engine: Engine) -> None:
     assert get_job(engine, job).counts == {
         RequestState.RUNNING: 2, RequestState.SUCCEEDED: 1, RequestState.FAILED: 1,
         RequestState.CANCELLED: 4, RequestState.EXPIRED: 0}
+
+
+def _rows_read(plan: dict[str, Any]) -> int:
+    """Rows a PostgreSQL plan (EXPLAIN ANALYZE, JSON) read from the table: kept or filtered."""
+    read = 0
+    if plan["Node Type"] in ("Seq Scan", "Index Scan", "Bitmap Heap Scan"):
+        read += plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)
+    return read + sum(_rows_read(child) for child in plan.get("Plans", []))
+
+
+def test_a_claim_reads_the_rows_it_claims_not_the_jobs_backlog(engine: Engine) -> None:
+    # A new job has no statistics yet, so the planner may think it small; the claim must still
+    # look its rows up by key, not read every waiting row of the job and filter them.
+    job = _job(engine, n=3000)
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if statement.startswith("UPDATE requests SET state"):
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    claimed = claim(engine, job, list(range(1000, 1064)), "w1", lease_s=60, now=time.time())
+    event.remove(engine, "before_cursor_execute", capture)
+    (statement, parameters), = seen
+
+    with engine.connect() as conn:  # the same claim again: its rows are leased, none matches
+        if engine.dialect.name == "postgresql":
+            plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}",
+                                        parameters).scalar_one()
+            read = _rows_read(plan[0]["Plan"])
+            assert read <= 2 * len(claimed), f"the claim read {read} rows for 64: {plan}"
+        else:
+            steps = [row[-1] for row in conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {statement}", parameters)]
+            assert any("(job_id=? AND seq=?)" in step for step in steps), steps
+        conn.rollback()
+    assert len(claimed) == 64
