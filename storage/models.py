@@ -135,9 +135,10 @@ class RequestRow(Base):
     # the table on each claim and each finish (the state changes, so no update is HOT), so the
     # reconciler's and the reports' indexes hold only the rows they look for.
     # ix_requests_job_live ends in seq so that no plan through it can read a whole job's
-    # backlog to claim 64 of its rows (see migration 0006).
+    # backlog to claim 64 of its rows; it is partial on PostgreSQL only (see migration 0006).
     __table_args__ = (
-        _partial("ix_requests_job_live", LIVE_ONLY, "job_id", "state", "seq"),
+        Index("ix_requests_job_live", "job_id", "state", "seq",
+              postgresql_where=text(LIVE_ONLY)),
         _partial("ix_requests_deferred_due", DEFERRED_ONLY, "not_before"),
         _partial("ix_requests_running_lease", RUNNING_ONLY, "lease_until"),
         _partial("ix_requests_job_finished", FINISHED_ONLY, "job_id", "finished_at", "seq"),

@@ -8,10 +8,13 @@ by seq, so each claim cost time in proportion to the job's backlog. Measured on 
 40,000-request job on PostgreSQL 15: 31,900 rows read and 1,900 buffers for a 64-row claim,
 9-15 ms, against 64 rows, 870 buffers and 1.5-3.4 ms through the primary key.
 
-The index now ends in ``seq``, so a plan through it looks up the claimed rows themselves, and
-it holds only live rows (queued, running, deferred): a finished row leaves it, so a finish
-writes one index entry fewer and a finished job's rows none at all. Queries read it with the
-state written into their SQL (``storage.models.state_is``), which the partial predicate needs.
+The index now ends in ``seq``, so a plan through it looks up the claimed rows themselves. On
+PostgreSQL it holds only live rows (queued, running, deferred): a finished row leaves it, so a
+finish writes one index entry fewer. Queries read it with the state written into their SQL
+(``storage.models.state_is``), which the partial predicate needs. On SQLite it holds every row:
+SQLite uses a partial index only when the query repeats the index's WHERE term, and
+``state = 'running'`` does not repeat ``state IN (...)`` (the status counts would read a whole
+job instead).
 
 On a large table the upgrade builds the new index (PostgreSQL takes a write lock on
 ``requests`` while it does); run it while the workers are stopped.
@@ -36,7 +39,7 @@ _LIVE = sa.text("state IN ('queued', 'running', 'deferred')")
 
 def upgrade() -> None:
     op.create_index("ix_requests_job_live", "requests", ["job_id", "state", "seq"],
-                    unique=False, postgresql_where=_LIVE, sqlite_where=_LIVE)
+                    unique=False, postgresql_where=_LIVE)
     op.drop_index("ix_requests_job_state", table_name="requests")
 
 

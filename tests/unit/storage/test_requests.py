@@ -206,37 +206,79 @@ def test_status_counts_every_state_as_the_rows_are(engine: Engine) -> None:
 
 
 def _rows_read(plan: dict[str, Any]) -> int:
-    """Rows a PostgreSQL plan (EXPLAIN ANALYZE, JSON) read from the table: kept or filtered."""
+    """Rows of ``requests`` a PostgreSQL plan (EXPLAIN ANALYZE, JSON) read: kept or filtered."""
     read = 0
-    if plan["Node Type"] in ("Seq Scan", "Index Scan", "Bitmap Heap Scan"):
-        read += plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)
+    if plan.get("Relation Name") == "requests" and "Scan" in plan["Node Type"]:
+        read += plan["Actual Rows"] * plan["Actual Loops"] + plan.get("Rows Removed by Filter", 0)
     return read + sum(_rows_read(child) for child in plan.get("Plans", []))
+
+
+def _statement_of(engine: Engine, prefix: str, action: Any) -> tuple[str, Any]:
+    """The SQL and parameters of the one statement starting with ``prefix`` that ``action``
+    runs."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if statement.startswith(prefix):
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        action()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    (statement, parameters), = seen
+    return statement, parameters
+
+
+def _plan_reads(engine: Engine, statement: str, parameters: Any) -> tuple[int, list[str]]:
+    """Rows of requests the statement reads (PostgreSQL), or SQLite's query plan, rolled back."""
+    with engine.connect() as conn:
+        try:
+            if engine.dialect.name == "postgresql":
+                plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}",
+                                            parameters).scalar_one()
+                return _rows_read(plan[0]["Plan"]), []
+            return 0, [row[-1] for row in conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {statement}", parameters)]
+        finally:
+            conn.rollback()
 
 
 def test_a_claim_reads_the_rows_it_claims_not_the_jobs_backlog(engine: Engine) -> None:
     # A new job has no statistics yet, so the planner may think it small; the claim must still
     # look its rows up by key, not read every waiting row of the job and filter them.
     job = _job(engine, n=3000)
-    seen: list[tuple[str, Any]] = []
+    claimed: list[Any] = []
 
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        if statement.startswith("UPDATE requests SET state"):
-            seen.append((statement, parameters))
+    def take() -> None:
+        claimed.extend(claim(engine, job, list(range(1000, 1064)), "w1", lease_s=60,
+                             now=time.time()))
 
-    event.listen(engine, "before_cursor_execute", capture)
-    claimed = claim(engine, job, list(range(1000, 1064)), "w1", lease_s=60, now=time.time())
-    event.remove(engine, "before_cursor_execute", capture)
-    (statement, parameters), = seen
+    statement, parameters = _statement_of(engine, "UPDATE requests SET state", take)
 
-    with engine.connect() as conn:  # the same claim again: its rows are leased, none matches
-        if engine.dialect.name == "postgresql":
-            plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}",
-                                        parameters).scalar_one()
-            read = _rows_read(plan[0]["Plan"])
-            assert read <= 2 * len(claimed), f"the claim read {read} rows for 64: {plan}"
-        else:
-            steps = [row[-1] for row in conn.exec_driver_sql(
-                f"EXPLAIN QUERY PLAN {statement}", parameters)]
-            assert any("(job_id=? AND seq=?)" in step for step in steps), steps
-        conn.rollback()
+    # the same claim again (its rows are leased now, so none matches), rolled back
+    read, steps = _plan_reads(engine, statement, parameters)
+
     assert len(claimed) == 64
+    if engine.dialect.name == "postgresql":
+        assert read <= 2 * len(claimed), f"the claim read {read} rows for 64"
+    else:
+        assert any("(job_id=? AND seq=?)" in step for step in steps), steps
+
+
+def test_a_status_reads_the_jobs_live_rows_not_all_of_them(engine: Engine) -> None:
+    job = _job(engine, n=3000)
+    taken = claim(engine, job, list(range(64)), "w1", lease_s=60, now=time.time())
+    record(engine, [_success(job, r.seq, "w1") for r in taken[:60]])
+    statement, parameters = _statement_of(engine, "SELECT jobs.id",
+                                          lambda: get_job(engine, job))
+
+    read, steps = _plan_reads(engine, statement, parameters)
+
+    assert get_job(engine, job).counts[RequestState.RUNNING] == 4
+    if engine.dialect.name == "postgresql":  # the 4 running rows, not the 2,936 queued
+        assert read <= 8, f"a status read {read} rows"
+    else:
+        assert sum("ix_requests_job_live (job_id=? AND state=?)" in step
+                   for step in steps) == 2, steps
