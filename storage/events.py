@@ -80,19 +80,23 @@ def add_job_event(conn: Connection, job: Any, kind: EventType, now: datetime) ->
     """
     event_id = new_event_id()
     data = job_event_data(job).model_dump(mode="json")
-    conn.execute(insert(_E).values(id=event_id, job_id=job.id, type=kind.value, payload=data,
-                                   created_at=now))
+    conn.execute(_INSERT_EVENT, {"id": event_id, "job_id": job.id, "type": kind.value,
+                                 "payload": data, "created_at": now})
     if job.webhook_url:
         _add_delivery(conn, event_id, job.webhook_url, now)
     return event_id
 
 
+# Built once, the values passed as parameters (see storage.jobs._INSERT_JOB): a job's last
+# write inserts its event on the path of every realtime result.
+_INSERT_EVENT = insert(_E)
+_INSERT_DELIVERY = insert(_D).returning(_D.c.id)
+
+
 def _add_delivery(conn: Connection, event_id: str, url: str, now: datetime) -> int:
-    row = conn.execute(
-        insert(_D).values(event_id=event_id, url=url, state=DeliveryState.PENDING.value,
-                          attempts=0, next_attempt_at=now.timestamp(), created_at=now)
-        .returning(_D.c.id)
-    ).one()
+    row = conn.execute(_INSERT_DELIVERY, {
+        "event_id": event_id, "url": url, "state": DeliveryState.PENDING.value, "attempts": 0,
+        "next_attempt_at": now.timestamp(), "created_at": now}).one()
     return int(row.id)
 
 

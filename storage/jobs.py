@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
 from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.errors import NotFoundError
@@ -86,13 +86,13 @@ def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch
     first = _numbered(job.id, itertools.islice(rows, batch), 0)
     with engine.begin() as conn:
         if len(first) < batch:  # the whole input at hand: the job is written whole at once
-            conn.execute(insert(_J).values(status=JobStatus.IN_PROGRESS, total=len(first),
-                                           **values))
+            conn.execute(_INSERT_JOB, {**values, "status": JobStatus.IN_PROGRESS,
+                                       "total": len(first)})
             if first:
                 _insert_requests(conn, first)
             check(conn)
             return len(first)
-        conn.execute(insert(_J).values(status=JobStatus.VALIDATING, total=0, **values))
+        conn.execute(_INSERT_JOB, {**values, "status": JobStatus.VALIDATING, "total": 0})
         total = 0
         pending = first
         while pending:
@@ -114,6 +114,14 @@ def _numbered(job_id: str, rows: Iterable[NewRequest], start: int) -> list[dict[
 _QUEUED_ROW = {"state": RequestState.QUEUED.value, "attempts": 0, "prompt_tokens": 0,
                "completion_tokens": 0, "cached_tokens": 0, "cost": 0}
 
+# Built once, their values passed as parameters: a statement built per call with its values in
+# it is traversed again for SQLAlchemy's cache key each time, which cost a one-row submit about
+# as much CPU as the round trips (docs/PERFORMANCE.md, "Session 7").
+_INSERT_JOB = insert(_J)
+_INSERT_ROWS = insert(_T).values(**_QUEUED_ROW)
+_DISPATCHED = (update(_J).where(_J.c.id == bindparam("d_job"))
+               .values(dispatched_at=bindparam("d_at")))
+
 
 COPY_MIN_ROWS = 64
 """Fewer rows go in one multi-row INSERT: COPY costs an extra round trip to set up."""
@@ -123,7 +131,7 @@ def _insert_requests(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if conn.dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS:
         _copy_requests(conn, rows)
         return
-    conn.execute(insert(_T).values(**_QUEUED_ROW), rows)
+    conn.execute(_INSERT_ROWS, rows)
 
 
 def _copy_requests(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -139,8 +147,7 @@ def _copy_requests(conn: Connection, rows: list[dict[str, Any]]) -> None:
 def mark_dispatched(engine: Engine, job_id: str) -> None:
     """Note that every chunk of the job was published."""
     with engine.begin() as conn:
-        conn.execute(update(_J).where(_J.c.id == job_id)
-                     .values(dispatched_at=datetime.now(UTC)))
+        conn.execute(_DISPATCHED, {"d_job": job_id, "d_at": datetime.now(UTC)})
 
 
 def _owned(job_id: str, tenant: str | None) -> Any:
@@ -150,10 +157,21 @@ def _owned(job_id: str, tenant: str | None) -> Any:
     return clause if tenant is None else clause & (_J.c.tenant_id == tenant)
 
 
-def _count_of(job_id: str, state: RequestState) -> Any:
-    """A scalar subquery: the job's rows in ``state`` (read from ix_requests_job_live)."""
+def _count_of(state: RequestState) -> Any:
+    """A scalar subquery: the ``g_job`` job's rows in ``state`` (read from
+    ix_requests_job_live)."""
     return (select(func.count()).select_from(_T)
-            .where(_T.c.job_id == job_id, state_is(state)).scalar_subquery())
+            .where(_T.c.job_id == bindparam("g_job"), state_is(state)).scalar_subquery())
+
+
+# The status read, built once (see _INSERT_JOB): every poll of every ``wait`` runs it.
+_STATUS = select(_J, _count_of(RequestState.RUNNING).label("n_running"),
+                 _count_of(RequestState.DEFERRED).label("n_deferred")
+                 ).where(_J.c.id == bindparam("g_job"))
+_STATUS_OF = _STATUS.where(_J.c.tenant_id == bindparam("g_tenant"))
+_PAUSED = select(_T.c.error_message).where(
+    _T.c.job_id == bindparam("g_job"), state_is(RequestState.DEFERRED),
+    _T.c.error_code == BUDGET_PAUSED).limit(1)
 
 
 def get_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> JobView:
@@ -167,18 +185,14 @@ def get_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> JobVie
     job on each call: about 10 ms of PostgreSQL's CPU for 20,000 of them, at every poll of
     every ``wait``. One statement, so the counters and the counts are of one snapshot.
     """
-    running = _count_of(job_id, RequestState.RUNNING).label("n_running")
-    deferred = _count_of(job_id, RequestState.DEFERRED).label("n_deferred")
+    params = {"g_job": job_id, "g_tenant": tenant}
     with engine.connect() as conn:
-        job = conn.execute(select(_J, running, deferred).where(_owned(job_id, tenant))).first()
+        job = conn.execute(_STATUS if tenant is None else _STATUS_OF, params).first()
         if job is None:
             raise NotFoundError(f"no job {job_id!r}")
         paused = None
         if job.n_deferred:
-            paused = conn.execute(
-                select(_T.c.error_message).where(
-                    _T.c.job_id == job_id, state_is(RequestState.DEFERRED),
-                    _T.c.error_code == BUDGET_PAUSED).limit(1)).scalar()
+            paused = conn.execute(_PAUSED, params).scalar()
     queued = (job.total - job.succeeded - job.failed - job.cancelled - job.expired
               - job.n_running - job.n_deferred)
     live = {RequestState.QUEUED: queued, RequestState.DEFERRED: job.n_deferred,

@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from schemas.errors import AccessDeniedError, InputError, InputProblem, NotFoundError
@@ -95,10 +95,13 @@ def _limits_json(limits: TenantLimits) -> dict[str, Any] | None:
     return data or None
 
 
+_TENANT = select(_T).where(_T.c.id == bindparam("t_id"))  # built once (see storage.jobs)
+
+
 def get_tenant(engine: Engine, tenant_id: str) -> TenantView:
     """One tenant; NotFoundError when absent."""
     with engine.connect() as conn:
-        row = conn.execute(select(_T).where(_T.c.id == tenant_id)).first()
+        row = conn.execute(_TENANT, {"t_id": tenant_id}).first()
     if row is None:
         raise NotFoundError(f"no tenant {tenant_id!r}")
     return _tenant(row)
