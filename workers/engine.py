@@ -36,7 +36,7 @@ from workers.capacity import Capacity, default_reserve
 from workers.pipeline import Pipeline
 from workers.writer import OutcomeWriter
 
-__all__ = ["Engine", "ShuttingDown"]
+__all__ = ["Engine", "ShuttingDown", "new_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Engine:
         self._claim_min = max(1, min(CLAIM_MIN_ROWS, settings.worker.max_in_flight // 32))
         self._closing = threading.Event()
         self._running: dict[tuple[str, int], Claimed] = {}
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_loop(settings.worker.event_loop)
         self._thread = threading.Thread(target=self._loop.run_forever, name="batchyard-loop",
                                         daemon=True)
         self._thread.start()
@@ -190,6 +190,18 @@ class Engine:
         asyncio.run_coroutine_threadsafe(self._pipeline.aclose(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """An event loop of ``kind``; asyncio's own when uvloop is asked for but not installed."""
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed; the engine runs on asyncio's event loop")
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def _log_finished(job_id: str, status: str) -> None:
