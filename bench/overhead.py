@@ -6,9 +6,10 @@ by a reader polling every millisecond, minus the upstream call as the worker's c
 It splits into stages, each from clocks on this one machine:
 
 - ``producer``: submit called → its chunk message published (validate, insert, commit, publish);
-- ``queue``: published → the row claimed (Redis, Celery's consumer, a feeder thread, the claim);
-- ``worker``: claimed → the outcome handed to the writer, minus the upstream call (claim commit,
-  loop hand-off, routing, request building, response parsing, pricing);
+- ``queue``: published → the claim starts (Redis, Celery's consumer, a feeder thread), as the
+  job's ``started_at``, stamped just before the claim's statement;
+- ``worker``: the claim starts → the outcome handed to the writer, minus the upstream call (the
+  claim, loop hand-off, routing, request building, response parsing, pricing);
 - ``write``: → committed and visible (the batched write, its commit, the 1 ms poll).
 """
 

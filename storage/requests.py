@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
     Update,
     and_,
     bindparam,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
     update,
 )
 
@@ -89,6 +91,33 @@ _STARTED = (update(_J).where(_J.c.id == bindparam("c_job"), _J.c.started_at.is_(
             .values(started_at=bindparam("c_at")))
 
 
+def _claim_in_one(retry: bool) -> Select[Any]:
+    """PostgreSQL: the claim, the job's ``started_at`` and its context in one statement.
+
+    The UPDATE of the rows is a CTE; the job's start is stamped by a second one that runs only
+    if the first claimed something. It counts the first one's RETURNING, which makes
+    PostgreSQL run the rows' UPDATE to its end first: locks are taken in the order every writer
+    takes them (request rows, then the job's row; see ``record``). The select joins
+    the claimed rows to the job's routing options and limits. One statement is one implicit
+    transaction, so it runs without BEGIN and COMMIT: one round trip where the three
+    statements of ``_claim_apart`` took six. Both CTEs always run to completion (PostgreSQL
+    runs a data-modifying CTE whether or not the query reads it).
+    """
+    claimed = _CLAIMS[retry, True].cte("claimed")
+    started = (update(_J)
+               .where(_J.c.id == bindparam("c_job"), _J.c.started_at.is_(None),
+                      select(func.count()).select_from(claimed).scalar_subquery() > 0)
+               .values(started_at=bindparam("c_at")).cte("started"))
+    context = _JOB_CONTEXT.subquery("context")
+    return (select(claimed, context.c.routing, context.c.tenant_id, context.c.limits,
+                   context.c.api_key_id, context.c.key_limits)
+            .select_from(claimed.outerjoin(context, true()))
+            .add_cte(started))
+
+
+_CLAIM_IN_ONE = {retry: _claim_in_one(retry) for retry in (False, True)}
+
+
 def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s: float,  # noqa: PLR0913
           now: float, *, retry: bool = False) -> list[Claimed]:
     """Lease the runnable rows among ``seqs``: queued, due deferrals, and expired leases.
@@ -101,15 +130,13 @@ def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s:
         return []
     params = {"c_job": job_id, "c_seqs": list(seqs), "c_first": min(seqs), "c_last": max(seqs),
               "c_due": now + CLAIM_SKEW_S, "c_now": now, "c_token": token,
-              "c_until": now + lease_s}
-    job: Any = None
-    with engine.begin() as conn:
-        ranged = conn.dialect.name == "postgresql"
-        rows = conn.execute(_CLAIMS[retry, ranged], params).all()
-        if rows:
-            conn.execute(_STARTED, {"c_job": job_id, "c_at": datetime.now(UTC)})
-            # the job's routing options and its tenant's limits: one lookup per chunk
-            job = conn.execute(_JOB_CONTEXT, {"c_job": job_id}).first()
+              "c_until": now + lease_s, "c_at": datetime.now(UTC)}
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            rows = conn.execute(_CLAIM_IN_ONE[retry], params).all()
+        job = rows[0] if rows else None
+    else:
+        rows, job = _claim_apart(engine, params, retry)
     options = RoutingOptions.model_validate(job.routing) if job and job.routing else None
     tenant = job.tenant_id if job else DEFAULT_TENANT
     limits = TenantLimits.model_validate(job.limits) if job and job.limits else None
@@ -121,6 +148,18 @@ def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s:
                 tenant_id=tenant, tenant_limits=limits, key_id=key_id, key_limits=own)
         for r in rows
     ]
+
+
+def _claim_apart(engine: Engine, params: dict[str, Any], retry: bool) -> tuple[list[Any], Any]:
+    """SQLite: the claim's three statements in one transaction (SQLite has no UPDATE in a
+    CTE); a transaction there is no round trip. The claimed rows and the job's context."""
+    with engine.begin() as conn:
+        rows = conn.execute(_CLAIMS[retry, False], params).all()
+        if not rows:
+            return [], None
+        conn.execute(_STARTED, params)
+        # the job's routing options and its tenant's limits: one lookup per chunk
+        return rows, conn.execute(_JOB_CONTEXT, params).first()
 
 
 class _Delta:

@@ -255,7 +255,9 @@ def test_a_claim_reads_the_rows_it_claims_not_the_jobs_backlog(engine: Engine) -
         claimed.extend(claim(engine, job, list(range(1000, 1064)), "w1", lease_s=60,
                              now=time.time()))
 
-    statement, parameters = _statement_of(engine, "UPDATE requests SET state", take)
+    # PostgreSQL's claim is one statement: the UPDATE is its first CTE
+    first = "WITH claimed AS" if engine.dialect.name == "postgresql" else "UPDATE requests"
+    statement, parameters = _statement_of(engine, first, take)
 
     # the same claim again (its rows are leased now, so none matches), rolled back
     read, steps = _plan_reads(engine, statement, parameters)
