@@ -150,7 +150,8 @@ def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s:
     ]
 
 
-def _claim_apart(engine: Engine, params: dict[str, Any], retry: bool) -> tuple[list[Any], Any]:
+def _claim_apart(engine: Engine, params: dict[str, Any], retry: bool
+                 ) -> tuple[Sequence[Any], Any]:
     """SQLite: the claim's three statements in one transaction (SQLite has no UPDATE in a
     CTE); a transaction there is no round trip. The claimed rows and the job's context."""
     with engine.begin() as conn:
