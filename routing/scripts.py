@@ -13,8 +13,11 @@ arguments, and answers with a list, one reply per call. A flush sends the groups
 named ``first`` (the limiter's reports) before everything else, then the rest in the order their
 first call was queued.
 
-Scripts are addressed by their SHA-1; after a Redis restart (``NOSCRIPT``) they are loaded
-again and the affected calls retried once.
+Scripts are addressed by their SHA-1. All of them are loaded before the first call: were one
+loaded only when Redis first answered ``NOSCRIPT``, its calls would be retried after calls
+queued behind them had run (the first report on a fresh Redis after that flush's admissions).
+After a Redis restart (``NOSCRIPT`` again, for every script at once) they are loaded again and
+the affected calls retried once, in their order.
 
 Commands are packed by hiredis (C), and replies parsed by it too. redis-py's asyncio
 connection packs every argument in Python (its sync connection uses hiredis already); with
@@ -100,6 +103,7 @@ class ScriptRunner:
                       for name, src in scripts.items()}
         self._first = frozenset(first)
         self._redis: aioredis.Redis | None = None
+        self._loaded = False
         self._pending: list[_Call] = []
         self._groups: dict[Hashable, _Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -162,8 +166,17 @@ class ScriptRunner:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    async def _load_all(self) -> None:
+        pipe = self._client().pipeline(transaction=False)
+        for source in self._sources.values():
+            pipe.script_load(source)
+        await pipe.execute()
+        self._loaded = True
+
     async def _send(self, batch: list[_Call], retry: bool = True) -> None:
         try:
+            if not self._loaded:
+                await self._load_all()
             pipe = self._client().pipeline(transaction=False)
             for call in batch:
                 pipe.evalsha(self._shas[call.name], len(call.keys), *call.keys, *call.args)
@@ -174,8 +187,7 @@ class ScriptRunner:
         missing = [c for c, r in zip(batch, replies, strict=True) if isinstance(r, NoScriptError)]
         if missing and retry:
             try:
-                for name in {c.name for c in missing}:
-                    await self._client().script_load(self._sources[name])
+                await self._load_all()
             except Exception as exc:
                 _fail(missing, exc)
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 
 import pytest
@@ -30,13 +31,17 @@ def test_concurrent_calls_each_get_their_own_reply(redis_url: str) -> None:
 
 
 def test_a_script_redis_does_not_know_is_loaded_and_the_call_retried(redis_url: str) -> None:
-    # a source no server has seen: the first EVALSHA answers NOSCRIPT, as after a restart
-    # (SCRIPT FLUSH would do the same, but for every user of this Redis)
+    # After a restart Redis knows none of the scripts the runner loaded: here the runner's
+    # script is swapped, once loaded, for a source no server has seen (SCRIPT FLUSH would do
+    # the same, but for every user of this Redis), so its next EVALSHA answers NOSCRIPT.
     unseen = f"-- {secrets.token_hex(8)}\n{ECHO}"
 
     async def main() -> list[object]:
-        runner = ScriptRunner(redis_url, {"echo": unseen})
+        runner = ScriptRunner(redis_url, {"echo": ECHO})
         try:
+            await runner.run("echo", ["a"], [0])
+            runner._sources["echo"] = unseen
+            runner._shas["echo"] = hashlib.sha1(unseen.encode()).hexdigest()
             calls = asyncio.gather(*(runner.run("echo", ["a"], [i]) for i in range(3)))
             return await asyncio.wait_for(calls, 10)
         finally:
@@ -201,6 +206,30 @@ def test_the_first_scripts_run_before_the_rest_of_their_flush(redis_url: str) ->
     redis.Redis.from_url(redis_url).delete(key)
 
     assert seen == b"done"  # queued second, run first
+
+
+def test_a_script_redis_has_not_seen_yet_keeps_its_place_in_the_flush(redis_url: str) -> None:
+    # Redis knows the reader's script (another worker ran it) but not the writer's, as on a
+    # fresh Redis the first time a report is sent: the writer still runs first.
+    key = f"test:first:{secrets.token_hex(4)}"
+    get = "return redis.call('GET', KEYS[1])"
+    unseen_set = (f"-- {secrets.token_hex(8)}\n"
+                  "redis.call('SET', KEYS[1], ARGV[1]); return {1}")
+    redis.Redis.from_url(redis_url).script_load(get)
+
+    async def main() -> list[object]:
+        runner = ScriptRunner(redis_url, {"get": get, "set": unseen_set}, first=("set",))
+        try:
+            got = runner.submit("get", [key], [])
+            done = runner.submit_item("set", (key,), ("done",), (0,))
+            return await asyncio.gather(got, done)
+        finally:
+            await runner.aclose()
+
+    seen, _ = asyncio.run(main())
+    redis.Redis.from_url(redis_url).delete(key)
+
+    assert seen == b"done"
 
 
 def test_a_grouped_run_that_fails_fails_its_own_calls_only(redis_url: str) -> None:
