@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,7 @@ class _Attempt:
     plan: Plan
     trail: Trail
     base: dict[str, Any]
+    on_send: Callable[[], None] | None = None
 
 
 @dataclass
@@ -75,8 +77,9 @@ class Pipeline:
     rng: random.Random = field(default_factory=random.Random)
     quotas: Quotas | None = None
 
-    async def run(self, row: Claimed) -> Outcome:
-        """The outcome of one attempt; never raises."""
+    async def run(self, row: Claimed, *, on_send: Callable[[], None] | None = None) -> Outcome:
+        """The outcome of one attempt; never raises. ``on_send`` is called each time a call
+        is admitted and about to be sent upstream."""
         base: dict[str, Any] = {"job_id": row.job_id, "seq": row.seq, "claim": row.claim}
         trail = Trail.resume(row.route, row.model)
         try:
@@ -87,7 +90,7 @@ class Pipeline:
             return Outcome(kind=OutcomeKind.FAILED, error_code=code, error_message=str(exc),
                            route=trail.dumps(), **base)
         trail.planned(plan.skipped)
-        attempt = _Attempt(row, req, plan, trail, base)
+        attempt = _Attempt(row, req, plan, trail, base, on_send)
         try:
             if self.quotas is not None:  # the tenant's limits: reserve, call, settle
                 return await self.quotas.guard(row, plan, lambda: self._attempt(attempt))
@@ -132,6 +135,8 @@ class Pipeline:
         dep = ticket.deployment
         try:
             provider = get_provider(dep.provider)
+            if a.on_send is not None:
+                a.on_send()
             reply = await self.client.send(provider, a.req, dep)
         except UpstreamError as exc:
             self.router.release_soon(ticket, exc, tokens=a.plan.tokens.prompt)

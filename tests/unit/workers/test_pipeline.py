@@ -206,3 +206,46 @@ def test_a_crashing_call_fails_loudly_and_frees_its_admission(redis_url: str) ->
     assert out.kind is OutcomeKind.FAILED and out.error_code == "internal_error"
     assert "RuntimeError: a bug" in (out.error_message or "")
     assert in_flight == 0
+
+
+def test_on_send_is_told_before_each_call_goes_upstream() -> None:
+    # a fails (5xx), b answers: two calls, each told before it is sent
+    catalog = parse_catalog(CATALOG)
+    order: list[str] = []
+    client = FakeClient({"a": lambda: ServerError("boom", status=503)})
+    real_send = client.send
+
+    async def send(provider: Provider, req: ChatRequest, deployment: Deployment) -> Reply:
+        order.append(f"sent {deployment.name}")
+        return await real_send(provider, req, deployment)
+
+    client.send = send  # type: ignore[method-assign]
+
+    async def main() -> Outcome:
+        pipeline = Pipeline(Router(catalog, None), client,  # type: ignore[arg-type]
+                            WorkerSettings())
+        try:
+            return await pipeline.run(_row(), on_send=lambda: order.append("told"))
+        finally:
+            await pipeline.aclose()
+
+    outcome = asyncio.run(main())
+
+    assert outcome.kind is OutcomeKind.SUCCEEDED
+    assert order == ["told", "sent a", "told", "sent b"]
+
+
+def test_on_send_is_not_told_for_a_request_that_never_goes_upstream() -> None:
+    told: list[int] = []
+    bad = _row().model_copy(update={"body": "{not json"})
+
+    async def main() -> Outcome:
+        pipeline = Pipeline(Router(parse_catalog(CATALOG), None), FakeClient(),  # type: ignore[arg-type]
+                            WorkerSettings())
+        try:
+            return await pipeline.run(bad, on_send=lambda: told.append(1))
+        finally:
+            await pipeline.aclose()
+
+    assert asyncio.run(main()).kind is OutcomeKind.FAILED
+    assert told == []
