@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
-__all__ = ["make_engine"]
+__all__ = ["make_engine", "without_transaction"]
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 PING_AFTER_IDLE_S = 1.0
@@ -30,6 +30,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(parsed, **kwargs)
     _ping_when_idle(engine)
     return engine
+
+
+def without_transaction(engine: Engine) -> Connection:
+    """A connection whose statements each run as their own transaction (PostgreSQL's
+    autocommit): one round trip a statement, with no BEGIN before and no COMMIT or ROLLBACK
+    after. For a single write statement (the claim), and for reads: under READ COMMITTED every
+    statement takes its own snapshot inside a transaction too, so a read sees the same. SQLite
+    keeps its transactions, which cost no round trip there."""
+    conn = engine.connect()
+    if engine.dialect.name == "postgresql":
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+    return conn
 
 
 def _ping_when_idle(engine: Engine) -> None:

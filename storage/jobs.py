@@ -23,6 +23,7 @@ from schemas.errors import NotFoundError
 from schemas.jobs import TERMINAL_JOB_STATUSES, JobOptions, JobStatus, JobView, RequestState
 from schemas.keys import Tier
 from schemas.tenants import BUDGET_PAUSED, DEFAULT_TENANT
+from storage.db import without_transaction
 from storage.models import JOBS, REQUESTS, state_in, state_is
 from storage.requests import finalize_job
 
@@ -186,7 +187,7 @@ def get_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> JobVie
     every ``wait``. One statement, so the counters and the counts are of one snapshot.
     """
     params = {"g_job": job_id, "g_tenant": tenant}
-    with engine.connect() as conn:
+    with without_transaction(engine) as conn:
         job = conn.execute(_STATUS if tenant is None else _STATUS_OF, params).first()
         if job is None:
             raise NotFoundError(f"no job {job_id!r}")

@@ -33,6 +33,7 @@ from schemas.outcomes import Claimed, Outcome, OutcomeKind
 from schemas.tenants import DEFAULT_TENANT, TenantLimits
 from schemas.webhooks import TERMINAL_EVENTS
 from storage.batched import defer_rows, finish_rows
+from storage.db import without_transaction
 from storage.events import EVENT_COLUMNS, add_job_event
 from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS, state_in
 
@@ -132,7 +133,7 @@ def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s:
               "c_due": now + CLAIM_SKEW_S, "c_now": now, "c_token": token,
               "c_until": now + lease_s, "c_at": datetime.now(UTC)}
     if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with without_transaction(engine) as conn:
             rows = conn.execute(_CLAIM_IN_ONE[retry], params).all()
         job = rows[0] if rows else None
     else:

@@ -31,6 +31,7 @@ from schemas.tenants import (
     TenantView,
     valid_tenant_id,
 )
+from storage.db import without_transaction
 from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS, state_is
 
 __all__ = [
@@ -100,7 +101,7 @@ _TENANT = select(_T).where(_T.c.id == bindparam("t_id"))  # built once (see stor
 
 def get_tenant(engine: Engine, tenant_id: str) -> TenantView:
     """One tenant; NotFoundError when absent."""
-    with engine.connect() as conn:
+    with without_transaction(engine) as conn:
         row = conn.execute(_TENANT, {"t_id": tenant_id}).first()
     if row is None:
         raise NotFoundError(f"no tenant {tenant_id!r}")
@@ -185,7 +186,7 @@ def authenticate(engine: Engine, key: str) -> Identity:
     if len(parts) < 3 or not key.startswith(KEY_PREFIX):
         raise denied
     key_id = f"{parts[0]}_{parts[1]}"
-    with engine.connect() as conn:
+    with without_transaction(engine) as conn:
         row = conn.execute(select(_K.c.tenant_id, _K.c.secret_hash, _K.c.revoked_at)
                            .where(_K.c.id == key_id)).first()
     if row is None or row.revoked_at is not None:

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, text
 
 import storage.db
 from storage import make_engine
+from storage.db import without_transaction
 from tests.conftest import TEST_POSTGRES_URL, _postgres_database
 
 
@@ -55,3 +56,18 @@ def test_an_idle_connection_killed_by_the_server_is_replaced_before_use(
     second = _backend_pid(db)  # no error: the ping found it dead, the pool opened another
     assert second != first
     assert pings == [1]
+
+
+def test_a_connection_used_without_transaction_goes_back_to_the_pool_transactional(
+        engine: tuple[Engine, list[int]]) -> None:
+    db, _ = engine  # one pooled connection: the next checkout gets the same one back
+    with db.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x int)"))
+    with without_transaction(db) as conn:
+        assert conn.connection.dbapi_connection.autocommit is True  # type: ignore[union-attr]
+        conn.execute(text("INSERT INTO t VALUES (1)"))  # committed by itself
+    with pytest.raises(RuntimeError), db.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (2)"))
+        raise RuntimeError("rolled back")
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT x FROM t")).scalars().all() == [1]
