@@ -187,14 +187,17 @@ def test_grouped_calls_share_a_script_run_per_shared_arguments(redis_url: str) -
     assert len({run for run, _, _ in ys}) == 1
 
 
-def test_the_first_scripts_run_before_the_rest_of_their_flush(redis_url: str) -> None:
+GET = "return redis.call('GET', KEYS[1])"
+SET = "redis.call('SET', KEYS[1], ARGV[1]); return {1}"
+
+
+def _get_queued_before_set(redis_url: str, get: str, set_: str) -> object:
+    """What a GET queued before a SET of the same key (in one loop iteration) read, with the
+    SET's script among the runner's ``first``."""
     key = f"test:first:{secrets.token_hex(4)}"
 
     async def main() -> list[object]:
-        runner = ScriptRunner(redis_url, {"get": "return redis.call('GET', KEYS[1])",
-                                          "set": "redis.call('SET', KEYS[1], ARGV[1]); "
-                                                 "return {1}"},
-                              first=("set",))
+        runner = ScriptRunner(redis_url, {"get": get, "set": set_}, first=("set",))
         try:
             got = runner.submit("get", [key], [])  # both queued in this loop iteration
             done = runner.submit_item("set", (key,), ("done",), (0,))
@@ -204,32 +207,20 @@ def test_the_first_scripts_run_before_the_rest_of_their_flush(redis_url: str) ->
 
     seen, _ = asyncio.run(main())
     redis.Redis.from_url(redis_url).delete(key)
+    return seen
 
-    assert seen == b"done"  # queued second, run first
+
+def test_the_first_scripts_run_before_the_rest_of_their_flush(redis_url: str) -> None:
+    assert _get_queued_before_set(redis_url, GET, SET) == b"done"  # queued second, run first
 
 
 def test_a_script_redis_has_not_seen_yet_keeps_its_place_in_the_flush(redis_url: str) -> None:
     # Redis knows the reader's script (another worker ran it) but not the writer's, as on a
     # fresh Redis the first time a report is sent: the writer still runs first.
-    key = f"test:first:{secrets.token_hex(4)}"
-    get = "return redis.call('GET', KEYS[1])"
-    unseen_set = (f"-- {secrets.token_hex(8)}\n"
-                  "redis.call('SET', KEYS[1], ARGV[1]); return {1}")
-    redis.Redis.from_url(redis_url).script_load(get)
+    redis.Redis.from_url(redis_url).script_load(GET)
+    unseen_set = f"-- {secrets.token_hex(8)}\n{SET}"
 
-    async def main() -> list[object]:
-        runner = ScriptRunner(redis_url, {"get": get, "set": unseen_set}, first=("set",))
-        try:
-            got = runner.submit("get", [key], [])
-            done = runner.submit_item("set", (key,), ("done",), (0,))
-            return await asyncio.gather(got, done)
-        finally:
-            await runner.aclose()
-
-    seen, _ = asyncio.run(main())
-    redis.Redis.from_url(redis_url).delete(key)
-
-    assert seen == b"done"
+    assert _get_queued_before_set(redis_url, GET, unseen_set) == b"done"
 
 
 def test_a_grouped_run_that_fails_fails_its_own_calls_only(redis_url: str) -> None:
