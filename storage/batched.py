@@ -9,6 +9,9 @@ prepared once); the rows travel as one JSON array of arrays, which the database 
 
 Every statement keeps its guard (a terminal row is never rewritten; a deferral needs the
 worker's claim), and RETURNING names the rows that really moved, so only those are charged.
+
+On PostgreSQL ``finish_and_count`` goes further: the rows' UPDATE, their jobs' counters and the
+end of every job they complete are one statement (data-modifying CTEs), where SQLite takes three.
 """
 
 from __future__ import annotations
@@ -19,15 +22,17 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, TextClause, bindparam, text
+from sqlalchemy import Connection, DateTime, Row, TextClause, TextualSelect, bindparam, text
 
-from schemas.jobs import TERMINAL_REQUEST_STATES, RequestState
+from schemas.jobs import ACTIVE_JOB_STATUSES, TERMINAL_REQUEST_STATES, JobStatus, RequestState
 from schemas.outcomes import Outcome
+from storage.events import EVENT_COLUMNS
 from storage.money import to_pico
 
-__all__ = ["defer_rows", "finish_rows"]
+__all__ = ["defer_rows", "finish_and_count", "finish_rows"]
 
 _TERMINAL = ", ".join(f"'{s.value}'" for s in TERMINAL_REQUEST_STATES)
+_ACTIVE = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_JOB_STATUSES))
 
 # (column, PostgreSQL type) in the order of the JSON arrays; job_id and seq come first.
 _KEY = (("job_id", "text"), ("seq", "integer"))
@@ -71,6 +76,62 @@ def _finish_sql(dialect: str) -> TextClause:
 
 
 @cache
+def _finish_count_sql() -> TextualSelect:
+    """PostgreSQL: finish the rows, add them to their jobs' counters, end the jobs they
+    complete; RETURNING the jobs this statement ended (their ``EVENT_COLUMNS``).
+
+    - ``moved``: the rows' UPDATE, guarded as in ``finish_rows``; only rows it moves count.
+    - ``d``: their sums per job. Aggregating reads every moved row, so the rows are locked
+      before any job row: the lock order of every writer (request rows, then jobs).
+    - ``was``: locks the jobs in id order and reads their status as locked (FOR UPDATE reads
+      the newest committed version under READ COMMITTED, not the statement's snapshot), so
+      the statement knows which jobs it moved out of an active status. RETURNING gives only
+      the new values on PostgreSQL before 18.
+    - ``counted``: the counters, and the ending of ``finalize_job`` in the same UPDATE, with
+      the same choice of status (cancelled, expired, failed, completed).
+    """
+    sets = ", ".join(f"{name} = v.{name}" for name, _ in _FINISH)
+    failed = "jobs.failed + d.n_bad"
+    done = f"jobs.succeeded + d.n_ok + {failed} + jobs.cancelled + jobs.expired"
+    ends = f"jobs.status IN ({_ACTIVE}) AND jobs.total <= {done}"
+    status = (f"CASE WHEN jobs.status = '{JobStatus.CANCELLING.value}' "
+              f"THEN '{JobStatus.CANCELLED.value}' "
+              f"WHEN jobs.expired > 0 THEN '{JobStatus.EXPIRED.value}' "
+              f"WHEN jobs.total > 0 AND {failed} >= jobs.total THEN '{JobStatus.FAILED.value}' "
+              f"ELSE '{JobStatus.COMPLETED.value}' END")
+    cols = ", ".join(c.name for c in EVENT_COLUMNS)
+    sql = (
+        f"WITH moved AS (UPDATE requests SET {sets}, claim = NULL, lease_until = NULL, "
+        f"not_before = NULL, finished_at = :now FROM {_source('postgresql', _KEY + _FINISH)} "
+        f"WHERE requests.job_id = v.job_id AND requests.seq = v.seq "
+        f"AND requests.state NOT IN ({_TERMINAL}) "
+        f"RETURNING requests.job_id, requests.state, requests.prompt_tokens, "
+        f"requests.completion_tokens, requests.cost), "
+        f"d AS (SELECT job_id, "
+        f"count(*) FILTER (WHERE state = '{RequestState.SUCCEEDED.value}') AS n_ok, "
+        f"count(*) FILTER (WHERE state <> '{RequestState.SUCCEEDED.value}') AS n_bad, "
+        f"sum(prompt_tokens) AS n_in, sum(completion_tokens) AS n_out, "
+        f"sum(cost)::bigint AS n_cost FROM moved GROUP BY job_id), "
+        f"was AS MATERIALIZED (SELECT jobs.id, jobs.status FROM jobs JOIN d ON d.job_id = jobs.id "
+        f"ORDER BY jobs.id FOR UPDATE OF jobs), "
+        f"counted AS (UPDATE jobs SET succeeded = jobs.succeeded + d.n_ok, failed = {failed}, "
+        f"prompt_tokens = jobs.prompt_tokens + d.n_in, "
+        f"completion_tokens = jobs.completion_tokens + d.n_out, cost = jobs.cost + d.n_cost, "
+        f"status = CASE WHEN {ends} THEN {status} ELSE jobs.status END, "
+        f"completed_at = CASE WHEN {ends} THEN :now ELSE jobs.completed_at END, "
+        f"finalizing_at = CASE WHEN {ends} THEN coalesce(jobs.finalizing_at, :now) "
+        f"ELSE jobs.finalizing_at END "
+        f"FROM d, was WHERE jobs.id = d.job_id AND was.id = jobs.id "
+        f"RETURNING {', '.join(f'jobs.{c.name}' for c in EVENT_COLUMNS)}, "
+        f"was.status AS was_status) "
+        f"SELECT {cols} FROM counted WHERE was_status IN ({_ACTIVE}) "
+        f"AND status NOT IN ({_ACTIVE}) ORDER BY id"
+    )
+    return (text(sql).bindparams(bindparam("now", type_=DateTime(timezone=True)))
+            .columns(*EVENT_COLUMNS))
+
+
+@cache
 def _defer_sql(dialect: str) -> TextClause:
     sets = ", ".join(f"{name} = v.{name}" for name, _ in _DEFER[1:])
     sql = (
@@ -87,21 +148,35 @@ def _dumps(rows: list[tuple[Any, ...]]) -> str:
     return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
 
 
+def _finished(part: Sequence[Outcome]) -> str:
+    return _dumps([
+        (o.job_id, o.seq, o.kind.value, o.deployment, o.provider, o.status_code,
+         o.upstream_request_id, o.response, o.error_code, o.error_message,
+         o.usage.prompt_tokens, o.usage.completion_tokens, o.usage.cached_tokens,
+         to_pico(o.cost), o.latency_ms, o.route)
+        for o in part
+    ])
+
+
 def finish_rows(conn: Connection, part: Sequence[Outcome], now: datetime
                 ) -> list[tuple[str, int]]:
     """Move rows to their terminal state unless they are there already; the rows moved.
 
     ``part`` holds at most one outcome per row (the caller keeps the first).
     """
-    rows = [
-        (o.job_id, o.seq, o.kind.value, o.deployment, o.provider, o.status_code,
-         o.upstream_request_id, o.response, o.error_code, o.error_message,
-         o.usage.prompt_tokens, o.usage.completion_tokens, o.usage.cached_tokens,
-         to_pico(o.cost), o.latency_ms, o.route)
-        for o in part
-    ]
     stmt = _finish_sql(conn.dialect.name)
-    return [(r[0], int(r[1])) for r in conn.execute(stmt, {"rows": _dumps(rows), "now": now})]
+    return [(r[0], int(r[1])) for r in conn.execute(stmt, {"rows": _finished(part), "now": now})]
+
+
+def finish_and_count(conn: Connection, part: Sequence[Outcome], now: datetime
+                     ) -> Sequence[Row[Any]]:
+    """PostgreSQL: ``finish_rows``, the moved rows counted into their jobs, and every job
+    they complete ended, in one statement; the jobs it ended (``EVENT_COLUMNS``), by id.
+
+    The caller inserts each ended job's event in the same transaction (see
+    ``storage.requests.record``). ``part`` holds at most one outcome per row.
+    """
+    return conn.execute(_finish_count_sql(), {"rows": _finished(part), "now": now}).all()
 
 
 def defer_rows(conn: Connection, part: Sequence[Outcome]) -> None:

@@ -32,7 +32,7 @@ from schemas.jobs import ACTIVE_JOB_STATUSES, JobStatus, RequestState, RoutingOp
 from schemas.outcomes import Claimed, Outcome, OutcomeKind
 from schemas.tenants import DEFAULT_TENANT, TenantLimits
 from schemas.webhooks import TERMINAL_EVENTS
-from storage.batched import defer_rows, finish_rows
+from storage.batched import defer_rows, finish_and_count, finish_rows
 from storage.db import without_transaction
 from storage.events import EVENT_COLUMNS, add_job_event
 from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS, state_in
@@ -201,31 +201,40 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
     """Write a batch of outcomes in one transaction; return the jobs this batch finished.
 
     A handful of statements per batch, whatever its size (round trips and statement parsing
-    are the cost on PostgreSQL; see storage/batched.py): one UPDATE for the finished rows,
-    whose RETURNING names the rows this batch moved out of a non-terminal state, so only those
-    are charged and counted; one for the deferrals; one per job for its counters, whose
-    RETURNING tells whether the job may end (only then is ``finalize_job``'s UPDATE sent).
+    are the cost on PostgreSQL; see storage/batched.py). On PostgreSQL: one UPDATE for the
+    deferrals, then one statement that finishes the rows, counts those it moved out of a
+    non-terminal state (only those are charged) into their jobs and ends the jobs they
+    complete (``batched.finish_and_count``), then an INSERT per ended job for its event. On
+    SQLite: one UPDATE for the finished rows, whose RETURNING names the rows moved; one for the
+    deferrals; one per job for its counters, whose RETURNING tells whether the job may end
+    (only then is ``finalize_job``'s UPDATE sent).
 
     Locks are taken in one order by every writer, so two writers never wait on each other in
-    a cycle (PostgreSQL would abort one as a deadlock): request rows by (job id, seq), then
-    the jobs' counter rows by job id.
+    a cycle (PostgreSQL would abort one as a deadlock): request rows, then the jobs' counter
+    rows by job id. That is why PostgreSQL writes the deferrals first: its one statement
+    locks the jobs. A row with both kinds in one batch ends finished either way, as a
+    finished row is never deferred and a deferred one may still finish.
     """
     finishing: dict[tuple[str, int], Outcome] = {}
     deferring: dict[tuple[str, int, str], Outcome] = {}
-    # A row's first final outcome wins, and finishes go before deferrals (a deferral needs the
-    # row still running): the same end state as writing the batch one outcome at a time.
+    # A row's first final outcome wins (the same end state as writing the batch one outcome
+    # at a time).
     for o in outcomes:
         if o.kind is OutcomeKind.DEFERRED:
             deferring.setdefault((o.job_id, o.seq, o.claim), o)
         else:
             finishing.setdefault((o.job_id, o.seq), o)
-    deltas: dict[str, _Delta] = defaultdict(_Delta)
+    finishes = [finishing[k] for k in sorted(finishing)]
+    deferrals = [deferring[k] for k in sorted(deferring)]
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        for part in _parts([finishing[k] for k in sorted(finishing)]):
+        if conn.dialect.name == "postgresql":
+            return _record_in_one(conn, finishes, deferrals, now)
+        deltas: dict[str, _Delta] = defaultdict(_Delta)
+        for part in _parts(finishes):
             for job_id, seq in finish_rows(conn, part, now):
                 deltas[job_id].add(finishing[(job_id, seq)])
-        for part in _parts([deferring[k] for k in sorted(deferring)]):
+        for part in _parts(deferrals):
             defer_rows(conn, part)
         finished = []
         for job_id in sorted(deltas):
@@ -239,6 +248,19 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
             status = finalize_job(conn, job_id, now)
             if status is not None:
                 finished.append((job_id, status))
+    return finished
+
+
+def _record_in_one(conn: Connection, finishes: list[Outcome], deferrals: list[Outcome],
+                   now: datetime) -> list[tuple[str, str]]:
+    """PostgreSQL's ``record``, inside its transaction."""
+    for part in _parts(deferrals):
+        defer_rows(conn, part)
+    ended = [job for part in _parts(finishes) for job in finish_and_count(conn, part, now)]
+    finished = []
+    for job in sorted(ended, key=lambda j: j.id):
+        add_job_event(conn, job, TERMINAL_EVENTS[JobStatus(job.status)], now)
+        finished.append((job.id, str(job.status)))
     return finished
 
 

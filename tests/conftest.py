@@ -89,6 +89,20 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, for what only PostgreSQL does."""
+    from storage import make_engine, upgrade
+
+    gen = _postgres_database()
+    url = next(gen)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    next(gen, None)
+
+
+@pytest.fixture
 def mock() -> Iterator[object]:
     from mock_upstream.config import MockConfig
     from mock_upstream.server import start_in_thread

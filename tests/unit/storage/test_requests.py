@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, Update, event, select
+from sqlalchemy import Engine, Update, event, select, text
+from sqlalchemy.exc import OperationalError
 
 from schemas.chat import Usage
 from schemas.jobs import JobStatus, RequestState
@@ -64,12 +67,22 @@ def test_an_outcome_recorded_twice_is_charged_and_counted_once(engine: Engine) -
     assert view.prompt_tokens == 20 and view.completion_tokens == 10
 
 
-def test_a_batch_over_several_jobs_locks_their_rows_in_job_id_order(engine: Engine) -> None:
-    # Two writers locking the same jobs' counter rows in opposite orders deadlock on
-    # PostgreSQL (one is aborted and retried): every batch takes them in job id order.
+def _two_jobs_running(engine: Engine) -> tuple[str, str, list[Outcome]]:
+    """Two jobs with every row claimed, and a batch finishing them all in a jumbled order."""
     low, high = _job(engine, n=2), _job(engine, n=3)
     claim(engine, low, [0, 1], "w1", lease_s=60, now=time.time())
     claim(engine, high, [0, 1, 2], "w1", lease_s=60, now=time.time())
+    batch = [_success(high, 2, "w1"), _success(low, 1, "w1"), _success(high, 0, "w1"),
+             _success(high, 1, "w1"), _success(low, 0, "w1")]
+    return low, high, batch
+
+
+def test_a_batch_over_several_jobs_updates_them_in_job_id_order(sqlite_url: str) -> None:
+    # Two writers locking the same jobs' counter rows in opposite orders deadlock on
+    # PostgreSQL (one is aborted and retried): every batch takes them in job id order.
+    # SQLite writes each job's counters and ending as statements of their own.
+    engine = make_engine(sqlite_url)
+    low, high, batch = _two_jobs_running(engine)
     jobs_updated: list[str] = []
 
     @event.listens_for(engine, "before_execute")
@@ -78,13 +91,43 @@ def test_a_batch_over_several_jobs_locks_their_rows_in_job_id_order(engine: Engi
             values = multiparams[0] if multiparams else params
             jobs_updated.append(values.get("n_job") or values.get("f_job"))
 
-    finished = record(engine, [_success(high, 2, "w1"), _success(low, 1, "w1"),
-                               _success(high, 0, "w1"), _success(high, 1, "w1"),
-                               _success(low, 0, "w1")])
+    finished = record(engine, batch)
 
     assert finished == [(low, JobStatus.COMPLETED.value), (high, JobStatus.COMPLETED.value)]
     assert jobs_updated == [low, low, high, high]  # counters, then the ending, job by job
     assert get_job(engine, high).counts[RequestState.SUCCEEDED] == 3
+
+
+def test_a_batch_over_several_jobs_locks_them_in_job_id_order(postgres_url: str) -> None:
+    # PostgreSQL's one statement locks the jobs in id order: while another transaction holds
+    # the higher job, the writer waits for it holding the lower one, never the other way.
+    engine = make_engine(postgres_url)
+    low, high, batch = _two_jobs_running(engine)
+    with engine.connect() as holder, ThreadPoolExecutor(1) as pool:
+        holder.execute(select(JOBS.c.id).where(JOBS.c.id == high).with_for_update())
+        writing = pool.submit(record, engine, batch)
+        _wait_for(lambda: writing.done() or _lock_waiters(engine) > 0)
+        with engine.connect() as probe, pytest.raises(OperationalError, match="could not"):
+            probe.execute(select(JOBS.c.id).where(JOBS.c.id == low).with_for_update(nowait=True))
+        holder.rollback()
+        finished = writing.result(timeout=30)
+
+    assert finished == [(low, JobStatus.COMPLETED.value), (high, JobStatus.COMPLETED.value)]
+    assert get_job(engine, high).counts[RequestState.SUCCEEDED] == 3
+
+
+def _lock_waiters(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")).scalar_one())
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.01)
 
 
 def test_a_deferral_from_a_stale_claim_changes_nothing(engine: Engine) -> None:
