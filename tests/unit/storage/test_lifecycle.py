@@ -14,8 +14,9 @@ from schemas.jobs import JobOptions, JobStatus, RequestState
 from schemas.keys import Tier
 from schemas.outcomes import Outcome, OutcomeKind
 from storage import NewJob, cancel_job, claim, create_job, get_job, make_engine, record
-from storage.jobs import expire_jobs, iter_results, settle_stopping
+from storage.jobs import expire_jobs, iter_results, mark_dispatched, settle_stopping
 from storage.models import DELIVERIES, EVENTS, JOBS
+from storage.recovery import find_undispatched_jobs
 
 BODY = '{"model":"m","messages":[{"role":"user","content":"x"}]}'
 
@@ -156,3 +157,14 @@ def test_progress_events_are_throttled_and_only_sent_when_progress_moved(engine:
     assert added == [1, 0, 0, 1]
     progress = [data for kind, data in _events(engine, job) if kind == "job.progress"]
     assert [p["request_counts"]["succeeded"] for p in progress] == [1, 2]  # type: ignore[index]
+
+
+def test_a_job_marked_dispatched_is_no_longer_left_for_the_reconciler(engine: Engine) -> None:
+    job_id = _job(engine, 2)
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    left_before = find_undispatched_jobs(engine, older_than=later)
+
+    mark_dispatched(engine, job_id)
+
+    assert left_before == [(job_id, Tier.BULK)]
+    assert find_undispatched_jobs(engine, older_than=later) == []  # committed: a new reader
