@@ -83,10 +83,12 @@ def _finish_count_sql() -> TextualSelect:
     - ``moved``: the rows' UPDATE, guarded as in ``finish_rows``; only rows it moves count.
     - ``d``: their sums per job. Aggregating reads every moved row, so the rows are locked
       before any job row: the lock order of every writer (request rows, then jobs).
-    - ``was``: locks the jobs in id order and reads their status as locked (FOR UPDATE reads
-      the newest committed version under READ COMMITTED, not the statement's snapshot), so
-      the statement knows which jobs it moved out of an active status. RETURNING gives only
-      the new values on PostgreSQL before 18.
+    - ``was``: locks the jobs in id order and reads their status as locked (a locking read
+      returns the newest committed version under READ COMMITTED, not the statement's
+      snapshot), so the statement knows which jobs it moved out of an active status.
+      RETURNING gives only the new values on PostgreSQL before 18. FOR NO KEY UPDATE is the
+      lock a plain UPDATE takes: it does not wait for a foreign key's check of the job (FOR
+      KEY SHARE, taken by inserting an event for it), as FOR UPDATE would.
     - ``counted``: the counters, and the ending of ``finalize_job`` in the same UPDATE, with
       the same choice of status (cancelled, expired, failed, completed).
     """
@@ -113,7 +115,7 @@ def _finish_count_sql() -> TextualSelect:
         f"sum(prompt_tokens) AS n_in, sum(completion_tokens) AS n_out, "
         f"sum(cost)::bigint AS n_cost FROM moved GROUP BY job_id), "
         f"was AS MATERIALIZED (SELECT jobs.id, jobs.status FROM jobs JOIN d ON d.job_id = jobs.id "
-        f"ORDER BY jobs.id FOR UPDATE OF jobs), "
+        f"ORDER BY jobs.id FOR NO KEY UPDATE OF jobs), "
         f"counted AS (UPDATE jobs SET succeeded = jobs.succeeded + d.n_ok, failed = {failed}, "
         f"prompt_tokens = jobs.prompt_tokens + d.n_in, "
         f"completion_tokens = jobs.completion_tokens + d.n_out, cost = jobs.cost + d.n_cost, "

@@ -198,7 +198,8 @@ _COUNT = (
 
 
 def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]:
-    """Write a batch of outcomes in one transaction; return the jobs this batch finished.
+    """Write a batch of outcomes in one transaction (on PostgreSQL, one per part of
+    ``ROWS_PER_STATEMENT`` finishes); return the jobs this batch finished.
 
     A handful of statements per batch, whatever its size (round trips and statement parsing
     are the cost on PostgreSQL; see storage/batched.py). On PostgreSQL: one UPDATE for the
@@ -211,9 +212,15 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
 
     Locks are taken in one order by every writer, so two writers never wait on each other in
     a cycle (PostgreSQL would abort one as a deadlock): request rows, then the jobs' counter
-    rows by job id. That is why PostgreSQL writes the deferrals first: its one statement
-    locks the jobs. A row with both kinds in one batch ends finished either way, as a
-    finished row is never deferred and a deferred one may still finish.
+    rows by job id. That is why PostgreSQL writes the deferrals first (its one statement
+    locks the jobs), and why a batch of more than ``ROWS_PER_STATEMENT`` finishes is written
+    there as one transaction per part: a part's jobs stay locked until its commit, and the
+    next part's rows would be locked after them. Each part is whole; a retry after a failure
+    between them finds the earlier parts' rows terminal and writes nothing twice.
+
+    A deferral of a row the batch also finishes is dropped: it was reported before the finish
+    (a call handed back, then answered), and written after it, as it used to be, it found the
+    row terminal and did nothing; written first, it would give back a throttled attempt.
     """
     finishing: dict[tuple[str, int], Outcome] = {}
     deferring: dict[tuple[str, int, str], Outcome] = {}
@@ -225,11 +232,11 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
         else:
             finishing.setdefault((o.job_id, o.seq), o)
     finishes = [finishing[k] for k in sorted(finishing)]
-    deferrals = [deferring[k] for k in sorted(deferring)]
+    deferrals = [deferring[k] for k in sorted(deferring) if k[:2] not in finishing]
     now = datetime.now(UTC)
+    if engine.dialect.name == "postgresql":
+        return _record_in_parts(engine, finishes, deferrals, now)
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            return _record_in_one(conn, finishes, deferrals, now)
         deltas: dict[str, _Delta] = defaultdict(_Delta)
         for part in _parts(finishes):
             for job_id, seq in finish_rows(conn, part, now):
@@ -251,16 +258,21 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
     return finished
 
 
-def _record_in_one(conn: Connection, finishes: list[Outcome], deferrals: list[Outcome],
-                   now: datetime) -> list[tuple[str, str]]:
-    """PostgreSQL's ``record``, inside its transaction."""
-    for part in _parts(deferrals):
-        defer_rows(conn, part)
-    ended = [job for part in _parts(finishes) for job in finish_and_count(conn, part, now)]
+def _record_in_parts(engine: Engine, finishes: list[Outcome], deferrals: list[Outcome],
+                     now: datetime) -> list[tuple[str, str]]:
+    """PostgreSQL's ``record``: the deferrals, then a transaction per part of the finishes
+    (one for a batch up to ``ROWS_PER_STATEMENT``, the writer's default batch included)."""
+    parts: list[list[Outcome]] = _parts(finishes) or [[]]
     finished = []
-    for job in sorted(ended, key=lambda j: j.id):
-        add_job_event(conn, job, TERMINAL_EVENTS[JobStatus(job.status)], now)
-        finished.append((job.id, str(job.status)))
+    for i, part in enumerate(parts):
+        with engine.begin() as conn:
+            if i == 0:
+                for deferred in _parts(deferrals):
+                    defer_rows(conn, deferred)
+            ended = finish_and_count(conn, part, now) if part else []
+            for job in ended:
+                add_job_event(conn, job, TERMINAL_EVENTS[JobStatus(job.status)], now)
+                finished.append((job.id, str(job.status)))
     return finished
 
 

@@ -103,17 +103,77 @@ def test_a_batch_over_several_jobs_locks_them_in_job_id_order(postgres_url: str)
     # the higher job, the writer waits for it holding the lower one, never the other way.
     engine = make_engine(postgres_url)
     low, high, batch = _two_jobs_running(engine)
-    with engine.connect() as holder, ThreadPoolExecutor(1) as pool:
-        holder.execute(select(JOBS.c.id).where(JOBS.c.id == high).with_for_update())
-        writing = pool.submit(record, engine, batch)
-        _wait_for(lambda: writing.done() or _lock_waiters(engine) > 0)
-        with engine.connect() as probe, pytest.raises(OperationalError, match="could not"):
-            probe.execute(select(JOBS.c.id).where(JOBS.c.id == low).with_for_update(nowait=True))
-        holder.rollback()
+    with ThreadPoolExecutor(1) as pool:
+        with engine.connect() as holder:  # released (rolled back) before the pool is awaited
+            holder.execute(select(JOBS.c.id).where(JOBS.c.id == high).with_for_update())
+            writing = pool.submit(record, engine, batch)
+            _wait_for(lambda: writing.done() or _lock_waiters(engine) > 0)
+            with engine.connect() as probe, pytest.raises(OperationalError, match="could not"):
+                probe.execute(select(JOBS.c.id).where(JOBS.c.id == low)
+                              .with_for_update(nowait=True))
         finished = writing.result(timeout=30)
 
     assert finished == [(low, JobStatus.COMPLETED.value), (high, JobStatus.COMPLETED.value)]
     assert get_job(engine, high).counts[RequestState.SUCCEEDED] == 3
+
+
+def test_a_batch_of_several_parts_never_holds_a_job_while_it_waits_for_a_row(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A part's statement locks its jobs; were the next part in the same transaction, its rows
+    # would be locked after a job, and a writer holding one of those rows and waiting for the
+    # job would deadlock with it. Each part commits before the next starts.
+    monkeypatch.setattr("storage.requests.ROWS_PER_STATEMENT", 1)
+    engine = make_engine(postgres_url)
+    job = _job(engine, n=2)
+    claim(engine, job, [0, 1], "w1", lease_s=60, now=time.time())
+    with ThreadPoolExecutor(1) as pool:
+        with engine.connect() as holder:  # released (rolled back) before the pool is awaited
+            holder.execute(select(REQUESTS.c.seq).where(REQUESTS.c.job_id == job,
+                                                        REQUESTS.c.seq == 1).with_for_update())
+            writing = pool.submit(record, engine, [_success(job, 0, "w1"),
+                                                   _success(job, 1, "w1")])
+            _wait_for(lambda: writing.done() or _lock_waiters(engine) > 0)
+            with engine.connect() as probe:  # the job is free while the writer waits
+                probe.execute(select(JOBS.c.id).where(JOBS.c.id == job)
+                              .with_for_update(nowait=True))
+        finished = writing.result(timeout=30)
+
+    assert finished == [(job, JobStatus.COMPLETED.value)]
+    view = get_job(engine, job)
+    assert view.counts[RequestState.SUCCEEDED] == 2 and view.cost == Decimal("0.000246913578")
+
+
+def test_a_write_does_not_wait_for_a_transaction_that_only_refers_to_the_job(
+        postgres_url: str) -> None:
+    # Inserting a row that refers to a job (an event: the progress events do) takes FOR KEY
+    # SHARE on it until commit; the write locks the job as a plain UPDATE does, which that
+    # lock does not block (FOR UPDATE would wait for the other transaction to end).
+    engine = make_engine(postgres_url)
+    job = _job(engine, n=1)
+    claim(engine, job, [0], "w1", lease_s=60, now=time.time())
+    with ThreadPoolExecutor(1) as pool, engine.connect() as holder:
+        holder.execute(select(JOBS.c.id).where(JOBS.c.id == job)
+                       .with_for_update(read=True, key_share=True))
+        writing = pool.submit(record, engine, [_success(job, 0, "w1")])
+        finished = writing.result(timeout=30)  # while the holder still holds its lock
+
+    assert finished == [(job, JobStatus.COMPLETED.value)]
+
+
+def test_a_deferral_the_same_batch_finishes_gives_no_attempt_back(engine: Engine) -> None:
+    # A call handed back (a throttled deferral) and then answered, both in one batch: the row
+    # ends succeeded, and its attempt stays counted (the call was made).
+    job = _job(engine, n=1)
+    claim(engine, job, [0], "w1", lease_s=60, now=time.time())
+    handed_back = Outcome(kind=OutcomeKind.DEFERRED, job_id=job, seq=0, claim="w1",
+                          not_before=time.time() + 30, throttled=True)
+
+    assert record(engine, [handed_back, _success(job, 0, "w1")]) == [
+        (job, JobStatus.COMPLETED.value)]
+    with engine.connect() as conn:
+        state, attempts = conn.execute(select(REQUESTS.c.state, REQUESTS.c.attempts).where(
+            REQUESTS.c.job_id == job)).one()
+    assert (state, attempts) == (RequestState.SUCCEEDED.value, 1)
 
 
 def _lock_waiters(engine: Engine) -> int:
