@@ -20,7 +20,7 @@ from schemas.tenants import Identity, TenantLimits
 from storage.jobs import NewRequest
 from storage.tenants import authenticate, live_requests, lock_tenant
 
-__all__ = ["Caller", "allowed_names", "check_queue", "guarded_rows"]
+__all__ = ["Caller", "allowed_names", "check_queue", "guarded_rows", "queue_capped"]
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,10 @@ def check_queue(conn: Connection, who: Identity, limits: TenantLimits,
     """InputError when the job being inserted in ``conn``'s transaction takes the tenant (or
     its key) past ``max_queued``. The tenant's row is locked first, so concurrent submissions
     are checked one after the other and cannot both squeeze under the limit."""
+    if not queue_capped(limits, key_limits):
+        return
     scopes = [(f"tenant {who.tenant_id!r}", limits.max_queued, None),
               (f"API key {who.key_id!r}", key_limits.max_queued, who.key_id)]
-    if all(cap is None for _, cap, _ in scopes):
-        return
     lock_tenant(conn, who.tenant_id)
     for name, cap, key in scopes:
         if cap is None or (key is None and name.startswith("API key")):
@@ -76,11 +76,18 @@ def check_queue(conn: Connection, who: Identity, limits: TenantLimits,
                 f"{name} may have {cap} unfinished requests; this job would make it {live}"))])
 
 
+def queue_capped(limits: TenantLimits, key_limits: TenantLimits) -> bool:
+    """Whether the tenant or its key has a ``max_queued`` to check (``check_queue`` reads
+    the database only then)."""
+    return limits.max_queued is not None or key_limits.max_queued is not None
+
+
 def guarded_rows(who: Identity, limits: TenantLimits, key_limits: TenantLimits,
                  reader: InputReader, source: Source
                  ) -> tuple[Iterator[NewRequest], Callable[[Connection], None]]:
     """The job's rows, and the check run after the last one inside the job's transaction:
-    the input's problems first, then ``max_queued`` (failing rolls it back)."""
+    the input's problems first, then ``max_queued`` (failing rolls it back). The check reads
+    the database only if ``queue_capped``."""
     rows = reader.rows(source)
 
     def check(conn: Connection) -> None:

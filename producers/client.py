@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
-from producers.auth import Caller, allowed_names, guarded_rows
+from producers.auth import Caller, allowed_names, guarded_rows, queue_capped
 from producers.parse import InputReader, ModelAccess, Source
 from producers.progress import follow
 from producers.publisher import Publisher
@@ -112,7 +112,8 @@ class Producer:
                      api_key_id=who.key_id)
         with self._database(f"job {job_id} was not stored"):  # one transaction: all or nothing
             rows, check = guarded_rows(who, limits, own, reader, source)
-            total = create_job(self.engine, job, rows, batch=conf.insert_batch, check=check)
+            total = create_job(self.engine, job, rows, batch=conf.insert_batch, check=check,
+                               check_reads=queue_capped(limits, own))
         try:
             self.publisher.publish(job_id, tier, range(total), conf.chunk_sizes[tier])
             published = True

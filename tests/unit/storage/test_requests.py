@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, Update, event, select, text
 from sqlalchemy.exc import OperationalError
 
 from schemas.chat import Usage
-from schemas.jobs import JobStatus, RequestState
+from schemas.jobs import JobOptions, JobStatus, RequestState
 from schemas.keys import Tier
 from schemas.outcomes import Outcome, OutcomeKind
 from storage import NewJob, cancel_job, claim, create_job, get_job, make_engine, record
@@ -230,13 +231,16 @@ def test_cancel_ends_waiting_requests_and_lets_running_ones_finish(engine: Engin
     assert claim(engine, job, [1, 2], "w2", lease_s=60, now=time.time()) == []
 
 
-def test_a_failing_check_leaves_no_job_behind(engine: Engine) -> None:
+@pytest.mark.parametrize(("batch", "check_reads"), [(2, True), (10, True), (10, False)])
+def test_a_failing_check_leaves_no_job_behind(engine: Engine, batch: int,
+                                              check_reads: bool) -> None:
     def reject(conn: object) -> None:
         raise ValueError("bad line")
 
     rows = [(f"c{i}", "m", "{}") for i in range(5)]
     with pytest.raises(ValueError):
-        create_job(engine, NewJob("batch_rolled_back", Tier.BULK), rows, batch=2, check=reject)
+        create_job(engine, NewJob("batch_rolled_back", Tier.BULK), rows, batch=batch,
+                   check=reject, check_reads=check_reads)
     from schemas.errors import NotFoundError
 
     with pytest.raises(NotFoundError):
@@ -267,6 +271,44 @@ def test_a_job_is_stored_whole_whether_its_input_fits_one_batch_or_many(
         stored = conn.execute(select(REQUESTS.c.seq, REQUESTS.c.custom_id).where(
             REQUESTS.c.job_id == job_id).order_by(REQUESTS.c.seq)).all()
     assert [tuple(r) for r in stored] == [(i, f"c{i}") for i in range(n)]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_job_whose_check_reads_nothing_is_stored_whole_in_one_statement(
+        engine: Engine, n: int) -> None:
+    """``check_reads=False`` (no queue limit): the check runs first, then on PostgreSQL the job
+    and its rows are one INSERT, sent without BEGIN and COMMIT. The same job either way."""
+    rows = [(f"c{i} \u00e9", "m-\u00df", json.dumps({"model": "m", "messages": [
+        {"role": "user", "content": f'line {i}: "quoted" \\ back\nslash \u2713'}]},
+        ensure_ascii=False)) for i in range(n)]
+    options = JobOptions(metadata={"team": "eval"}, webhook_url="https://example.com/hook")
+    job_id = f"batch_one{n}"
+    checked: list[int] = []
+    sent: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _sent(_c: Any, _cur: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    total = create_job(engine, NewJob(job_id, Tier.REALTIME, options), rows, batch=10,
+                       check=lambda conn: checked.append(1), check_reads=False)
+
+    event.remove(engine, "before_cursor_execute", _sent)
+    assert total == n and checked == [1]
+    view = get_job(engine, job_id)
+    assert (view.status, view.tier, view.total, view.counts.get(RequestState.QUEUED, 0)) == (
+        JobStatus.IN_PROGRESS, Tier.REALTIME, n, n)
+    assert (view.metadata, view.webhook_url) == ({"team": "eval"}, "https://example.com/hook")
+    with engine.connect() as conn:
+        stored = conn.execute(select(
+            REQUESTS.c.seq, REQUESTS.c.custom_id, REQUESTS.c.model, REQUESTS.c.body,
+            REQUESTS.c.state, REQUESTS.c.attempts, REQUESTS.c.cost).where(
+            REQUESTS.c.job_id == job_id).order_by(REQUESTS.c.seq)).all()
+    assert [tuple(r) for r in stored] == [
+        (i, custom_id, model, body, RequestState.QUEUED.value, 0, Decimal(0))
+        for i, (custom_id, model, body) in enumerate(rows)]
+    if engine.dialect.name == "postgresql":
+        assert len(sent) == 1 and sent[0].startswith("WITH new_job AS")
 
 
 def test_a_retried_claim_takes_back_its_own_rows_whose_first_commit_went_unseen(
