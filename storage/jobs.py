@@ -272,6 +272,7 @@ def cancel_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> Non
     """Stop dispatching: waiting requests end ``cancelled``; running ones finish and count."""
     now = datetime.now(UTC)
     with engine.begin() as conn:
+        _lock_waiting(conn, job_id)
         moved = conn.execute(
             update(_J).where(_owned(job_id, tenant), _J.c.status == JobStatus.IN_PROGRESS)
             .values(status=JobStatus.CANCELLING, finalizing_at=now).returning(_J.c.id)
@@ -294,6 +295,7 @@ def expire_jobs(engine: Engine, now: datetime, limit: int = 100) -> int:
     expired = 0
     for job_id in due:
         with engine.begin() as conn:
+            _lock_waiting(conn, job_id)
             moved = conn.execute(
                 update(_J).where(_J.c.id == job_id, _J.c.status == JobStatus.IN_PROGRESS)
                 .values(status=JobStatus.FINALIZING, finalizing_at=now).returning(_J.c.id)
@@ -320,6 +322,20 @@ def settle_stopping(engine: Engine, now: datetime, limit: int = 1000) -> int:
             ended += _end_waiting(conn, job_id, state, now, lapsed_before=now.timestamp())
             finalize_job(conn, job_id, now)
     return ended
+
+
+def _lock_waiting(conn: Connection, job_id: str) -> None:
+    """PostgreSQL: lock a job's waiting rows before the job is stopped. Every writer locks
+    request rows before job rows (see ``storage.requests.record``): a write finishing one of
+    these rows (a deferred row's late answer) holds it and then waits for the job, so a stop
+    that locked the job first and then waited for that row would deadlock with it. SQLite has
+    one writer at a time. One row comes back, whatever the number locked."""
+    if conn.dialect.name != "postgresql":
+        return
+    waiting = (select(_T.c.seq).where(_T.c.job_id == job_id,
+                                      state_in(RequestState.QUEUED, RequestState.DEFERRED))
+               .order_by(_T.c.seq).with_for_update().subquery())
+    conn.execute(select(func.count()).select_from(waiting))
 
 
 def _end_waiting(conn: Connection, job_id: str, state: RequestState, now: datetime, *,

@@ -218,9 +218,9 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
     next part's rows would be locked after them. Each part is whole; a retry after a failure
     between them finds the earlier parts' rows terminal and writes nothing twice.
 
-    A deferral of a row the batch also finishes is dropped: it was reported before the finish
-    (a call handed back, then answered), and written after it, as it used to be, it found the
-    row terminal and did nothing; written first, it would give back a throttled attempt.
+    A deferral of a row the batch also finishes (a call handed back at shutdown, then
+    answered) is dropped: written after the finish, as it used to be, it found the row
+    terminal and did nothing; written first, it would give back a throttled attempt.
     """
     finishing: dict[tuple[str, int], Outcome] = {}
     deferring: dict[tuple[str, int, str], Outcome] = {}

@@ -161,6 +161,28 @@ def test_a_write_does_not_wait_for_a_transaction_that_only_refers_to_the_job(
     assert finished == [(job, JobStatus.COMPLETED.value)]
 
 
+def test_a_cancel_waits_for_a_row_being_written_before_it_locks_the_job(
+        postgres_url: str) -> None:
+    # A write finishing a row holds the row and then locks its job. A cancel that locked the
+    # job first and then waited for that row would deadlock with it: it locks the waiting rows
+    # first, and leaves the job free while it waits.
+    engine = make_engine(postgres_url)
+    job = _job(engine, n=2)
+    with ThreadPoolExecutor(1) as pool:
+        with engine.connect() as writer:  # stands for a record() between its two locks
+            writer.execute(select(REQUESTS.c.seq).where(REQUESTS.c.job_id == job,
+                                                        REQUESTS.c.seq == 1).with_for_update())
+            cancelling = pool.submit(cancel_job, engine, job)
+            _wait_for(lambda: cancelling.done() or _lock_waiters(engine) > 0)
+            with engine.connect() as probe:  # the job is free while the cancel waits
+                probe.execute(select(JOBS.c.id).where(JOBS.c.id == job)
+                              .with_for_update(nowait=True))
+        cancelling.result(timeout=30)
+
+    view = get_job(engine, job)
+    assert (view.status, view.counts[RequestState.CANCELLED]) == (JobStatus.CANCELLED, 2)
+
+
 def test_a_deferral_the_same_batch_finishes_gives_no_attempt_back(engine: Engine) -> None:
     # A call handed back (a throttled deferral) and then answered, both in one batch: the row
     # ends succeeded, and its attempt stays counted (the call was made).
