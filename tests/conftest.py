@@ -58,48 +58,40 @@ def _postgres_database() -> Iterator[str]:
         admin.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated database: a SQLite file, then a new PostgreSQL database."""
+def _migrated(url: str) -> str:
+    """``url``'s database, upgraded to the schema's head."""
     from storage import make_engine, upgrade
 
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'batchyard.db'}"
-        gen: Iterator[str] | None = None
-    else:
-        gen = _postgres_database()
-        url = next(gen)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    if gen is not None:
-        next(gen, None)
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    from storage import make_engine, upgrade
-
-    url = f"sqlite:///{tmp_path / 'batchyard.db'}"
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
     return url
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database: a SQLite file, then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield _migrated(f"sqlite:///{tmp_path / 'batchyard.db'}")
+    else:
+        yield from _postgres_url()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return _migrated(f"sqlite:///{tmp_path / 'batchyard.db'}")
+
+
+def _postgres_url() -> Iterator[str]:
+    gen = _postgres_database()
+    yield _migrated(next(gen))
+    next(gen, None)
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database, for what only PostgreSQL does."""
-    from storage import make_engine, upgrade
-
-    gen = _postgres_database()
-    url = next(gen)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    next(gen, None)
+    yield from _postgres_url()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -19,6 +18,7 @@ from schemas.keys import Tier
 from schemas.outcomes import Outcome, OutcomeKind
 from storage import NewJob, cancel_job, claim, create_job, get_job, make_engine, record
 from storage.models import JOBS, REQUESTS
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_a_batch_over_several_jobs_locks_them_in_job_id_order(postgres_url: str)
         with engine.connect() as holder:  # released (rolled back) before the pool is awaited
             holder.execute(select(JOBS.c.id).where(JOBS.c.id == high).with_for_update())
             writing = pool.submit(record, engine, batch)
-            _wait_for(lambda: writing.done() or _lock_waiters(engine) > 0)
+            wait_for(lambda: writing.done() or _lock_waiters(engine) > 0, 30, "the writer to wait")
             with engine.connect() as probe, pytest.raises(OperationalError, match="could not"):
                 probe.execute(select(JOBS.c.id).where(JOBS.c.id == low)
                               .with_for_update(nowait=True))
@@ -133,7 +133,7 @@ def test_a_batch_of_several_parts_never_holds_a_job_while_it_waits_for_a_row(
                                                         REQUESTS.c.seq == 1).with_for_update())
             writing = pool.submit(record, engine, [_success(job, 0, "w1"),
                                                    _success(job, 1, "w1")])
-            _wait_for(lambda: writing.done() or _lock_waiters(engine) > 0)
+            wait_for(lambda: writing.done() or _lock_waiters(engine) > 0, 30, "the writer to wait")
             with engine.connect() as probe:  # the job is free while the writer waits
                 probe.execute(select(JOBS.c.id).where(JOBS.c.id == job)
                               .with_for_update(nowait=True))
@@ -173,7 +173,8 @@ def test_a_cancel_waits_for_a_row_being_written_before_it_locks_the_job(
             writer.execute(select(REQUESTS.c.seq).where(REQUESTS.c.job_id == job,
                                                         REQUESTS.c.seq == 1).with_for_update())
             cancelling = pool.submit(cancel_job, engine, job)
-            _wait_for(lambda: cancelling.done() or _lock_waiters(engine) > 0)
+            wait_for(lambda: cancelling.done() or _lock_waiters(engine) > 0, 30,
+                     "the cancel to wait")
             with engine.connect() as probe:  # the job is free while the cancel waits
                 probe.execute(select(JOBS.c.id).where(JOBS.c.id == job)
                               .with_for_update(nowait=True))
@@ -204,13 +205,6 @@ def _lock_waiters(engine: Engine) -> int:
         return int(conn.execute(text(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND wait_event_type = 'Lock'")).scalar_one())
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        time.sleep(0.01)
 
 
 def test_a_deferral_from_a_stale_claim_changes_nothing(engine: Engine) -> None:
