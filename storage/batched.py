@@ -29,7 +29,7 @@ from schemas.outcomes import Outcome
 from storage.events import EVENT_COLUMNS
 from storage.money import to_pico
 
-__all__ = ["defer_rows", "finish_and_count", "finish_rows"]
+__all__ = ["defer_rows", "finish_and_count", "finish_rows", "json_rows"]
 
 _TERMINAL = ", ".join(f"'{s.value}'" for s in TERMINAL_REQUEST_STATES)
 _ACTIVE = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_JOB_STATUSES))
@@ -146,12 +146,13 @@ def _defer_sql(dialect: str) -> TextClause:
     return text(sql)
 
 
-def _dumps(rows: list[tuple[Any, ...]]) -> str:
+def json_rows(rows: list[tuple[Any, ...]]) -> str:
+    """Rows as the one JSON parameter these statements unpack (arrays, compact, UTF-8)."""
     return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
 
 
 def _finished(part: Sequence[Outcome]) -> str:
-    return _dumps([
+    return json_rows([
         (o.job_id, o.seq, o.kind.value, o.deployment, o.provider, o.status_code,
          o.upstream_request_id, o.response, o.error_code, o.error_message,
          o.usage.prompt_tokens, o.usage.completion_tokens, o.usage.cached_tokens,
@@ -188,4 +189,4 @@ def defer_rows(conn: Connection, part: Sequence[Outcome]) -> None:
          o.error_code, o.error_message, o.route, int(o.throttled))
         for o in part
     ]
-    conn.execute(_defer_sql(conn.dialect.name), {"rows": _dumps(rows)})
+    conn.execute(_defer_sql(conn.dialect.name), {"rows": json_rows(rows)})

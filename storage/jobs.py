@@ -24,6 +24,7 @@ from schemas.errors import NotFoundError
 from schemas.jobs import TERMINAL_JOB_STATUSES, JobOptions, JobStatus, JobView, RequestState
 from schemas.keys import Tier
 from schemas.tenants import BUDGET_PAUSED, DEFAULT_TENANT
+from storage.batched import json_rows
 from storage.db import without_transaction
 from storage.models import JOBS, REQUESTS, state_in, state_is
 from storage.requests import finalize_job
@@ -97,8 +98,8 @@ def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch
             conn.execute(_job_with_rows(tuple(values)), {
                 **{f"j_{k}": v for k, v in values.items()}, "j_status": JobStatus.IN_PROGRESS,
                 "j_total": len(first),
-                "j_rows": _dumps([(r["seq"], r["custom_id"], r["model"], r["body"])
-                                  for r in first])})
+                "j_rows": json_rows([(r["seq"], r["custom_id"], r["model"], r["body"])
+                                     for r in first])})
         return len(first)
     with engine.begin() as conn:
         if len(first) < batch:  # the whole input at hand: the job is written whole at once
@@ -157,10 +158,6 @@ def _job_with_rows(keys: tuple[str, ...]) -> Insert:
         "FROM json_array_elements(CAST(:j_rows AS json)) AS r(x)"
     ).columns(*columns)
     return insert(_T).from_select(columns, lines).add_cte(new_job)
-
-
-def _dumps(rows: list[tuple[Any, ...]]) -> str:
-    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
 
 
 COPY_MIN_ROWS = 64
