@@ -103,8 +103,10 @@ def wait(ctx: click.Context, job_id: str, timeout: float | None, quiet: bool,
          as_json: bool) -> None:
     """Wait for a job to end, with a live progress bar.
 
-    A database outage while waiting is reported once and ridden out (polling with backoff)
-    for up to the timeout or BATCHYARD_PRODUCER__WAIT_OUTAGE_S (300 s); then exit 2.
+    Returns as soon as the worker that ends the job announces it (Redis pub/sub); the job is
+    also read every 0.25 s for its progress. A database outage while waiting is reported
+    once and ridden out (polling with backoff) for up to the timeout or
+    BATCHYARD_PRODUCER__WAIT_OUTAGE_S (300 s); then exit 2.
     """
     job = _producer(ctx).wait(job_id, progress=not quiet, timeout=timeout,
                               notify=lambda message: click.echo(f"warning: {message}", err=True))

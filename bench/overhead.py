@@ -1,8 +1,9 @@
 """Overhead: the time batchyard adds to one request at low load, from a realtime-tier job.
 
 One-request jobs are submitted one after another (nothing else runs) and the mock answers at
-once. ``added`` is the headline: ``Producer.submit`` called → the result committed and seen
-by a reader polling every millisecond, minus the upstream call as the worker's client timed it.
+once. ``added`` is the headline: ``Producer.submit`` called → ``Producer.wait`` returned the
+job done (woken by the worker's announcement of its end, then reading its status: what a user
+of the SDK sees), minus the upstream call as the worker's client timed it.
 It splits into stages, each from clocks on this one machine:
 
 - ``producer``: submit called → its chunk message published (validate, insert, commit, publish);
@@ -10,7 +11,8 @@ It splits into stages, each from clocks on this one machine:
   job's ``started_at``, stamped just before the claim's statement;
 - ``worker``: the claim starts → the outcome handed to the writer, minus the upstream call (the
   claim, loop hand-off, routing, request building, response parsing, pricing);
-- ``write``: → committed and visible (the batched write, its commit, the 1 ms poll).
+- ``write``: → ``wait`` returned (the batched write, its commit, the announcement, the status
+  read).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from storage.models import JOBS, REQUESTS
 
 __all__ = ["TimedPublish", "overhead"]
 
-POLL_S = 0.001
 STAGES = ("added", "producer", "queue", "worker", "write")
 
 
@@ -48,20 +49,15 @@ class TimedPublish:
 
 
 def _one(s: Stack, published: TimedPublish, i: int) -> dict[str, float]:
-    """One realtime request; its stages in ms."""
+    """One realtime request, submitted and waited for as a user would; its stages in ms."""
     started = time.time()
     job = s.producer.submit([{"messages": [{"role": "user", "content": f"ping {i}"}],
                               "max_tokens": 8}], tier="realtime", model=MODEL)
-    query = select(JOBS.c.completed_at).where(JOBS.c.id == job.id)
-    # one statement a poll: no BEGIN and ROLLBACK on PostgreSQL (each statement takes its own
-    # snapshot), so the reader costs the machine as little as it can (its CPU is not the gateway's)
+    view = s.producer.wait(job.id, timeout=30)
+    seen = time.time()
+    if not view.done:
+        raise TimeoutError(f"realtime job {job.id} not done in 30 s")
     with without_transaction(s.producer.engine) as conn:
-        while conn.execute(query).scalar() is None:
-            conn.rollback()  # ends SQLite's read; nothing to send on PostgreSQL
-            if time.time() > started + 30:
-                raise TimeoutError(f"realtime job {job.id} not done in 30 s")
-            time.sleep(POLL_S)
-        seen = time.time()
         claimed, written, upstream_ms = conn.execute(
             select(JOBS.c.started_at, REQUESTS.c.finished_at, REQUESTS.c.latency_ms)
             .join(REQUESTS, REQUESTS.c.job_id == JOBS.c.id).where(JOBS.c.id == job.id)).one()

@@ -15,8 +15,9 @@ from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from producers.auth import Caller, allowed_names, guarded_rows, queue_capped
+from producers.endings import Endings
 from producers.parse import InputReader, ModelAccess, Source
-from producers.progress import follow
+from producers.progress import Poller, follow
 from producers.publisher import Publisher
 from routing.catalog import load_catalog
 from schemas.batch import BatchOutputLine
@@ -67,6 +68,7 @@ class Producer:
         self.caller = Caller(self.engine, settings.api_key, settings.require_api_key)
         self.catalog = catalog or load_catalog(settings.config)
         self.publisher = Publisher(settings.redis_url)
+        self.endings = Endings(settings.redis_url)
 
     @classmethod
     def from_env(cls) -> Producer:
@@ -138,14 +140,20 @@ class Producer:
              poll_s: float = 0.25, notify: Callable[[str], None] | None = None) -> JobView:
         """Block until the job ends (or ``timeout`` seconds pass) and return its status.
 
+        The job is read every ``poll_s``, and at once when a worker announces its ending
+        (producers/endings.py): a realtime job is seen done milliseconds after its result is
+        stored, not on the next poll.
+
         A database outage does not end the wait: it is told once through ``notify`` (default:
         a warning in the log) and polling goes on with backoff. ``DatabaseUnavailableError``
         is raised only when no poll was answered for ``timeout`` or for
         ``settings.producer.wait_outage_s`` (300 s), whichever ends first.
         """
-        return follow(lambda: self.status(job_id), progress=progress, timeout=timeout,
-                      poll_s=poll_s, outage_s=self.settings.producer.wait_outage_s,
-                      notify=notify or log.warning)
+        with self.endings.watch(job_id) as watch:
+            poller = Poller(lambda: self.status(job_id), timeout=timeout, poll_s=poll_s,
+                            outage_s=self.settings.producer.wait_outage_s,
+                            notify=notify or log.warning, pause=watch.pause)
+            return follow(poller, progress=progress)
 
     def results(self, job_id: str, *, order: str = "input") -> Iterator[BatchOutputLine]:
         """The job's output lines, streamed from the database page by page (an outage in the
@@ -165,11 +173,15 @@ class Producer:
                               "read them again once it answers") from exc
 
     def cancel(self, job_id: str) -> JobView:
-        """Stop the job: waiting requests are cancelled, running ones finish."""
+        """Stop the job: waiting requests are cancelled, running ones finish (the worker
+        that records the last of them ends the job)."""
         with self._database("the job may not be cancelled: cancel it again once it answers"):
             tenant = self.caller.tenant()
             cancel_job(self.engine, job_id, tenant=tenant)
-            return get_job(self.engine, job_id, tenant=tenant)
+            view = get_job(self.engine, job_id, tenant=tenant)
+        if view.done:  # nothing was running: the cancel ended it; wake its waiters
+            self.endings.announce([(view.id, view.status.value)])
+        return view
 
     def _database(self, consequence: str) -> AbstractContextManager[None]:
         """DatabaseUnavailableError, naming this producer's database, for an outage inside."""
@@ -177,4 +189,5 @@ class Producer:
 
     def close(self) -> None:
         self.publisher.close()
+        self.endings.close()
         self.engine.dispose()

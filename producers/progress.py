@@ -16,18 +16,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from schemas.errors import DatabaseUnavailableError
 from schemas.jobs import JobView, RequestState
 
-__all__ = ["MAX_BACKOFF_S", "follow"]
+__all__ = ["MAX_BACKOFF_S", "Poller", "follow"]
 
 MAX_BACKOFF_S = 5.0
 """The longest pause between two polls while the database does not answer."""
 
 
-class _Poller:
-    """Reads the job, pacing the polls and riding out a database outage."""
+class Poller:
+    """Reads the job, pacing the polls and riding out a database outage: an outage is told
+    through ``notify`` once and ridden out for up to ``outage_s`` (and the timeout). Between
+    polls ``pause(seconds)`` waits (``EndingWatch.pause`` returns early when the job's ending
+    is announced)."""
 
     def __init__(self, read: Callable[[], JobView], *, timeout: float | None, poll_s: float,
-                 outage_s: float, notify: Callable[[str], None]) -> None:
+                 outage_s: float, notify: Callable[[str], None],
+                 pause: Callable[[float], None] = time.sleep) -> None:
         self._read, self._poll_s, self._outage_s, self._notify = read, poll_s, outage_s, notify
+        self._pause = pause
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._delay = poll_s
         self._down_since: float | None = None
@@ -66,14 +71,11 @@ class _Poller:
         pause = self._delay
         if self._deadline is not None:
             pause = max(0.0, min(pause, self._deadline - time.monotonic()))
-        time.sleep(pause)
+        self._pause(pause)
 
 
-def follow(read: Callable[[], JobView], *, progress: bool, timeout: float | None,
-           poll_s: float, outage_s: float, notify: Callable[[str], None]) -> JobView:
-    """Poll ``read`` until the job is done or ``timeout`` passes; the last view. An outage
-    is told through ``notify`` once and ridden out for up to ``outage_s`` (and the timeout)."""
-    poller = _Poller(read, timeout=timeout, poll_s=poll_s, outage_s=outage_s, notify=notify)
+def follow(poller: Poller, *, progress: bool) -> JobView:
+    """Poll until the job is done or the poller's timeout passes; the last view."""
     view = poller.poll()
     while view is None:  # the database did not answer the first poll
         poller.sleep()

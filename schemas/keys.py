@@ -18,6 +18,7 @@ __all__ = [
     "TENANT_KINDS",
     "TIER_ORDER",
     "Tier",
+    "job_ended_channel",
     "queue_name",
     "route_key",
     "tenant_key",
@@ -56,6 +57,11 @@ def route_key(deployment: str, kind: str) -> str:
     if kind not in ROUTE_KINDS:
         raise ValueError(f"unknown routing state {kind!r}")
     return f"{KEY_PREFIX}:route:{deployment}:{kind}"
+
+
+def job_ended_channel(job_id: str) -> str:
+    """The pub/sub channel on which a job's ending is announced (its status, nothing more)."""
+    return f"{KEY_PREFIX}:job:{job_id}:ended"
 
 
 def queue_name(tier: Tier | str) -> str:

@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from sqlalchemy import Engine as DbEngine
@@ -90,7 +90,8 @@ class Engine:
     """Claims rows, runs them concurrently, and writes their outcomes in batches."""
 
     def __init__(self, settings: Settings, db: DbEngine, catalog: Catalog, *,
-                 on_finished: Callable[[str, str], None] | None = None) -> None:
+                 on_finished: Callable[[Sequence[tuple[str, str]]], None] | None = None
+                 ) -> None:
         self._settings = settings.worker
         self._db = db
         self._token = secrets.token_hex(8)
@@ -114,9 +115,10 @@ class Engine:
                                                 history=partial(usage_history, db),
                                                 waker=partial(wake_scope, db),
                                                 recheck_s=settings.worker.budget_recheck_s))
+        self._on_finished = on_finished
         self._writer = OutcomeWriter(db, batch=settings.worker.write_batch,
                                      on_written=self._capacity.give,
-                                     on_finished=on_finished or _log_finished)
+                                     on_finished=self._finished)
 
     @property
     def in_flight(self) -> int:
@@ -202,6 +204,14 @@ class Engine:
         self._running.pop((row.job_id, row.seq), None)
         self._writer.put(outcome)
 
+    def _finished(self, ended: Sequence[tuple[str, str]]) -> None:
+        """On the writer, once the jobs' ends are committed: log them, then tell
+        ``on_finished`` (the runtime announces them to waiters)."""
+        for job_id, status in ended:
+            log.info("job %s %s", job_id, status)
+        if self._on_finished is not None:
+            self._on_finished(ended)
+
     def refuse_new(self) -> None:
         """Start no more calls: chunks being accepted raise ShuttingDown (back to the queue).
 
@@ -240,7 +250,3 @@ def new_loop(kind: str) -> asyncio.AbstractEventLoop:
         else:
             return uvloop.new_event_loop()
     return asyncio.new_event_loop()
-
-
-def _log_finished(job_id: str, status: str) -> None:
-    log.info("job %s %s", job_id, status)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from celery import Celery
 from celery.signals import worker_init, worker_shutdown, worker_shutting_down
 
+from producers.endings import Endings
 from producers.publisher import Publisher
 from routing.catalog import load_catalog
 from schemas.settings import Settings, read_secret
@@ -28,6 +29,7 @@ class Runtime:
     reconciler: Reconciler
     publisher: Publisher
     webhooks: WebhookSender
+    endings: Endings
 
 
 _runtime: Runtime | None = None
@@ -37,8 +39,10 @@ def build(settings: Settings) -> Runtime:
     db = make_engine(settings.database_url)
     catalog = load_catalog(settings.config, read_secret)
     publisher = Publisher(settings.redis_url)
-    return Runtime(Engine(settings, db, catalog), Reconciler(settings, db, publisher), publisher,
-                   WebhookSender(settings.webhooks, db))
+    endings = Endings(settings.redis_url)
+    return Runtime(Engine(settings, db, catalog, on_finished=endings.announce),
+                   Reconciler(settings, db, publisher), publisher,
+                   WebhookSender(settings.webhooks, db), endings)
 
 
 def engine() -> Engine:
@@ -71,6 +75,7 @@ def install(app: Celery, settings: Settings) -> None:
             _runtime.engine.stop()
             _runtime.webhooks.stop()
             _runtime.publisher.close()
+            _runtime.endings.close()
             _runtime = None
 
     worker_init.connect(_start, weak=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,10 +30,11 @@ _STOP = object()
 
 
 class OutcomeWriter:
-    """Collects outcomes from the event loop and writes them in batches."""
+    """Collects outcomes from the event loop and writes them in batches; ``on_finished``
+    gets the (job id, status) of every job a batch ended, once its commit is done."""
 
     def __init__(self, engine: Engine, *, batch: int, on_written: Callable[[int], None],
-                 on_finished: Callable[[str, str], None]) -> None:
+                 on_finished: Callable[[Sequence[tuple[str, str]]], None]) -> None:
         self._engine = engine
         self._batch = batch
         self._on_written = on_written
@@ -83,5 +84,5 @@ class OutcomeWriter:
                 self._stopped.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
         self._on_written(len(batch))
-        for job_id, status in finished:
-            self._on_finished(job_id, status)
+        if finished:
+            self._on_finished(finished)

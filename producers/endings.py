@@ -1,0 +1,122 @@
+"""A job's ending, told over Redis pub/sub: workers announce it, ``wait`` wakes on it.
+
+Without it a waiter learns of the end on its next poll: a realtime request answered in a few
+milliseconds was seen up to ``poll_s`` (0.25 s by default) later. Now the worker that ends a
+job publishes its id and status right after the commit, and a waiter subscribed to that job
+reads the job at once.
+
+The database stays the truth (DESIGN.md, invariant 1): an announcement only wakes a waiter,
+which then reads the job as on any poll, so a lost one costs time, never a result. With Redis
+down the waiter polls as before; an ending nobody announces (a completion window running out,
+the reconciler settling a stop) is found on the next poll too. Announced: every job a
+worker's write ends, and a job a cancel ends at once. A channel carries a job id and a status,
+no user content (invariant 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from types import TracebackType
+
+import redis
+from redis.exceptions import RedisError
+
+from schemas.keys import job_ended_channel
+
+__all__ = ["EndingWatch", "Endings"]
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 2.0
+"""How long one announcement or subscription may take before it is given up (and the waiter
+polls instead)."""
+
+
+class Endings:
+    """Announces job endings and watches for them, over one Redis connection pool."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis = redis.Redis.from_url(redis_url, socket_timeout=TIMEOUT_S,
+                                           socket_connect_timeout=TIMEOUT_S)
+
+    def announce(self, ended: Iterable[tuple[str, str]]) -> None:
+        """Publish each (job id, status) in one round trip; a failure is logged, not raised:
+        the waiters find the end on their next poll."""
+        pairs = list(ended)
+        if not pairs:
+            return
+        try:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for job_id, status in pairs:
+                    pipe.publish(job_ended_channel(job_id), status)
+                pipe.execute()
+        except RedisError as exc:
+            log.info("%d job endings not announced (%s); waiters see them on their next poll",
+                     len(pairs), exc)
+
+    def watch(self, job_id: str) -> EndingWatch:
+        """A subscription to ``job_id``'s ending; enter it before the job's first read."""
+        return EndingWatch(self._redis, job_id)
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+class EndingWatch:
+    """One job's ending channel; ``pause`` sleeps until the ending is announced or time is up.
+
+    Subscribed on entry, before the caller's first read of the job, so an ending between that
+    read and the next pause is not missed. Any Redis failure turns it into a plain sleep for
+    the rest of the wait.
+    """
+
+    def __init__(self, client: redis.Redis, job_id: str) -> None:
+        self._client = client
+        self._channel = job_ended_channel(job_id)
+        self._sub: redis.client.PubSub | None = None
+        self.heard = False
+
+    def __enter__(self) -> EndingWatch:
+        sub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            sub.subscribe(self._channel)
+        except RedisError as exc:
+            log.info("not watching %s (%s); polling instead", self._channel, exc)
+            sub.close()
+        else:
+            self._sub = sub
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._drop()
+
+    def pause(self, seconds: float) -> None:
+        """Return once the ending is announced or ``seconds`` have passed, whichever is first;
+        after the announcement was heard, every pause is a plain sleep."""
+        deadline = time.monotonic() + seconds
+        while self._sub is not None and not self.heard:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                message = self._sub.get_message(timeout=left)
+            except (RedisError, OSError, TypeError, ValueError) as exc:
+                # TypeError, ValueError: the client was closed under the watch (``close`` in
+                # another thread), and redis-py polls a socket it no longer has
+                log.info("stopped watching %s (%s); polling instead", self._channel, exc)
+                self._drop()
+                break
+            if message is not None and message.get("type") == "message":
+                self.heard = True
+                return
+        time.sleep(max(0.0, deadline - time.monotonic()))
+
+    def _drop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                self._sub.close()
+            self._sub = None
