@@ -16,9 +16,9 @@ from sqlalchemy import Connection, Engine
 
 from producers.parse import InputReader, Source
 from schemas.errors import AccessDeniedError, InputError, InputProblem
-from schemas.tenants import Identity, TenantLimits
+from schemas.tenants import DEFAULT_TENANT, Access, Identity, TenantLimits
 from storage.jobs import NewRequest
-from storage.tenants import authenticate, live_requests, lock_tenant
+from storage.tenants import authenticate, authorize, get_tenant, live_requests, lock_tenant
 
 __all__ = ["Caller", "allowed_names", "check_queue", "guarded_rows", "queue_capped"]
 
@@ -33,12 +33,26 @@ class Caller:
 
     def identity(self) -> Identity:
         """The caller's tenant and key; AccessDeniedError for a bad, revoked or missing key."""
+        key = self._key()
+        return Identity() if key is None else authenticate(self.engine, key)
+
+    def access(self) -> Access:
+        """``identity`` with the limits a submission must fit, in one read of the database
+        (the tenant's row for a keyless caller; the key's joined to its tenant's with one)."""
+        key = self._key()
+        if key is None:
+            return Access(tenant_limits=get_tenant(self.engine, DEFAULT_TENANT).limits)
+        return authorize(self.engine, key)
+
+    def _key(self) -> str | None:
+        """The API key; None for the keyless default tenant (AccessDeniedError if a key is
+        required)."""
         if self.api_key is None or not self.api_key.get_secret_value():
             if self.required:
                 raise AccessDeniedError(
                     "an API key is required (set BATCHYARD_API_KEY or pass --api-key)")
-            return Identity()
-        return authenticate(self.engine, self.api_key.get_secret_value())
+            return None
+        return self.api_key.get_secret_value()
 
     def tenant(self) -> str:
         """The caller's tenant id (see ``identity``)."""

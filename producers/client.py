@@ -39,7 +39,6 @@ from storage import (
     mark_dispatched,
 )
 from storage.outage import UNREACHABLE, unavailable
-from storage.tenants import get_tenant, key_limits
 
 __all__ = ["Producer", "new_job_id"]
 
@@ -88,10 +87,9 @@ class Producer:
         """
         tier = Tier(tier)
         with self._database("the job was not stored"):
-            who = self.caller.identity()
-            tenant = who.tenant_id
-            limits = get_tenant(self.engine, tenant).limits  # allow-list and max_queued
-            own = key_limits(self.engine, who.key_id)  # the key's, on top of the tenant's
+            caller = self.caller.access()  # the key's limits apply on top of the tenant's
+        who, limits, own = caller.identity, caller.tenant_limits, caller.key_limits
+        tenant = who.tenant_id
         try:
             opts = JobOptions(metadata=metadata or {}, **options)
         except ValidationError as exc:

@@ -24,6 +24,7 @@ __all__ = [
     "BUDGET_PAUSED",
     "DEFAULT_TENANT",
     "KEY_PREFIX",
+    "Access",
     "ApiKeyView",
     "Budget",
     "Identity",
@@ -123,6 +124,16 @@ class Identity(BaseModel):
 
     tenant_id: str = DEFAULT_TENANT
     key_id: str | None = None
+
+
+class Access(BaseModel):
+    """A caller and the limits its submissions must fit: its tenant's, and its key's own."""
+
+    model_config = ConfigDict(frozen=True)
+
+    identity: Identity = Identity()
+    tenant_limits: TenantLimits = TenantLimits()
+    key_limits: TenantLimits = TenantLimits()
 
 
 class QuotaScope(BaseModel):

@@ -23,6 +23,7 @@ from schemas.jobs import TERMINAL_JOB_STATUSES, RequestState
 from schemas.tenants import (
     BUDGET_PAUSED,
     KEY_PREFIX,
+    Access,
     ApiKeyView,
     Identity,
     NewApiKey,
@@ -36,10 +37,10 @@ from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS, state_is
 
 __all__ = [
     "authenticate",
+    "authorize",
     "create_key",
     "create_tenant",
     "get_tenant",
-    "key_limits",
     "list_keys",
     "list_tenants",
     "live_requests",
@@ -181,34 +182,39 @@ def revoke_key(engine: Engine, key_id: str) -> None:
 def authenticate(engine: Engine, key: str) -> Identity:
     """The tenant (and key id) of an active key; AccessDeniedError for any other string (one
     message for unknown, malformed and revoked keys, so a probe learns nothing)."""
+    return authorize(engine, key).identity
+
+
+# The key, its limits and its tenant's in one primary-key read (built once; see storage.jobs)
+_ACCESS = (select(_K.c.tenant_id, _K.c.secret_hash, _K.c.revoked_at,
+                  _K.c.limits.label("key_limits"), _T.c.limits.label("tenant_limits"))
+           .join(_T, _T.c.id == _K.c.tenant_id).where(_K.c.id == bindparam("k_id")))
+
+
+def authorize(engine: Engine, key: str) -> Access:
+    """``authenticate``, with the limits a submission must fit (the tenant's and the key's
+    own), in one read without a transaction: a submit with a key asks the database once
+    before its insert."""
     denied = AccessDeniedError("invalid or revoked API key")
     parts = key.split("_")
     if len(parts) < 3 or not key.startswith(KEY_PREFIX):
         raise denied
     key_id = f"{parts[0]}_{parts[1]}"
     with without_transaction(engine) as conn:
-        row = conn.execute(select(_K.c.tenant_id, _K.c.secret_hash, _K.c.revoked_at)
-                           .where(_K.c.id == key_id)).first()
+        row = conn.execute(_ACCESS, {"k_id": key_id}).first()
     if row is None or row.revoked_at is not None:
         raise denied
     if not hmac.compare_digest(row.secret_hash, _hash(key)):
         raise denied
-    return Identity(tenant_id=str(row.tenant_id), key_id=key_id)
+    return Access(identity=Identity(tenant_id=str(row.tenant_id), key_id=key_id),
+                  tenant_limits=TenantLimits.model_validate(row.tenant_limits or {}),
+                  key_limits=TenantLimits.model_validate(row.key_limits or {}))
 
 
 def _utc(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
-
-
-def key_limits(engine: Engine, key_id: str | None) -> TenantLimits:
-    """The key's own limits (none for a keyless call)."""
-    if key_id is None:
-        return TenantLimits()
-    with engine.connect() as conn:
-        data = conn.execute(select(_K.c.limits).where(_K.c.id == key_id)).scalar()
-    return TenantLimits.model_validate(data or {})
 
 
 def wake_paused(conn: Connection, tenant_id: str, key_id: str | None = None) -> int:
