@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from celery import Celery
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
+from producers.transport import TRANSPORT
 from schemas.jobs import ChunkMessage
 from schemas.keys import CHUNK_TASK, TIER_ORDER, Tier, queue_name
 
@@ -33,6 +34,7 @@ class Publisher:
     def __init__(self, redis_url: str) -> None:
         self.app = Celery("batchyard-producer", broker=redis_url, set_as_current=False)
         self.app.conf.broker_connection_retry_on_startup = True
+        self.app.conf.broker_transport = TRANSPORT  # one redis-py client per channel
         self.app.conf.broker_transport_options = {"max_retries": 3}
         self.app.conf.task_queues = tier_queues()
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from kombu.transport import redis as kombu_redis
+
+from producers import transport
 
 __all__ = ["TRANSPORT", "Channel", "Transport"]
 
@@ -27,8 +28,9 @@ TRANSPORT = "workers.broker:Transport"
 """The worker app's ``broker_transport``."""
 
 
-class Channel(kombu_redis.Channel):
-    """A Redis channel that reports a detached connection as a connection error."""
+class Channel(transport.Channel):
+    """A Redis channel (one client per pool, producers/transport.py) that reports a detached
+    connection as a connection error."""
 
     def _connparams(self, asynchronous: bool = False) -> Any:
         if self.connection.client is None:
@@ -36,7 +38,7 @@ class Channel(kombu_redis.Channel):
         return super()._connparams(asynchronous=asynchronous)
 
 
-class Transport(kombu_redis.Transport):
+class Transport(transport.Transport):
     """kombu's Redis transport with ``Channel`` above."""
 
     Channel = Channel
