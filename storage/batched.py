@@ -10,8 +10,9 @@ prepared once); the rows travel as one JSON array of arrays, which the database 
 Every statement keeps its guard (a terminal row is never rewritten; a deferral needs the
 worker's claim), and RETURNING names the rows that really moved, so only those are charged.
 
-On PostgreSQL ``finish_and_count`` goes further: the rows' UPDATE, their jobs' counters and the
-end of every job they complete are one statement (data-modifying CTEs), where SQLite takes three.
+On PostgreSQL ``finish_and_count`` goes further: the rows' UPDATE, their jobs' counters, the
+end of every job they complete and those jobs' events are one statement (data-modifying
+CTEs), where SQLite takes several.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Row, TextClause, TextualSelect, bindparam, text
+from sqlalchemy import Connection, DateTime, TextClause, TextualSelect, bindparam, text
 
 from schemas.jobs import ACTIVE_JOB_STATUSES, TERMINAL_REQUEST_STATES, JobStatus, RequestState
 from schemas.outcomes import Outcome
-from storage.events import EVENT_COLUMNS
+from schemas.webhooks import TERMINAL_EVENTS, DeliveryState
+from storage.events import new_event_id
+from storage.models import JOBS
 from storage.money import to_pico
 
 __all__ = ["defer_rows", "finish_and_count", "finish_rows", "json_rows"]
@@ -78,7 +81,8 @@ def _finish_sql(dialect: str) -> TextClause:
 @cache
 def _finish_count_sql() -> TextualSelect:
     """PostgreSQL: finish the rows, add them to their jobs' counters, end the jobs they
-    complete; RETURNING the jobs this statement ended (their ``EVENT_COLUMNS``).
+    complete and write each ended job's event (and its webhook delivery); RETURNING the
+    jobs this statement ended (id and status).
 
     - ``moved``: the rows' UPDATE, guarded as in ``finish_rows``; only rows it moves count.
     - ``d``: their sums per job. Aggregating reads every moved row, so the rows are locked
@@ -91,6 +95,11 @@ def _finish_count_sql() -> TextualSelect:
       KEY SHARE, taken by inserting an event for it), as FOR UPDATE would.
     - ``counted``: the counters, and the ending of ``finalize_job`` in the same UPDATE, with
       the same choice of status (cancelled, expired, failed, completed).
+    - ``ended``: the jobs it moved out of an active status; ``ev`` inserts their terminal
+      events (the ids chosen by the caller, one per job; the payload JSON ``null``: the
+      data is the job's final row, built when the event is read, see
+      ``storage.events.event_data``), and ``dl`` a due delivery for each one whose job has a
+      webhook URL. So the write is one statement, one round trip, in autocommit.
     """
     sets = ", ".join(f"{name} = v.{name}" for name, _ in _FINISH)
     failed = "jobs.failed + d.n_bad"
@@ -101,7 +110,8 @@ def _finish_count_sql() -> TextualSelect:
               f"WHEN jobs.expired > 0 THEN '{JobStatus.EXPIRED.value}' "
               f"WHEN jobs.total > 0 AND {failed} >= jobs.total THEN '{JobStatus.FAILED.value}' "
               f"ELSE '{JobStatus.COMPLETED.value}' END")
-    cols = ", ".join(c.name for c in EVENT_COLUMNS)
+    kind = " ".join(f"WHEN '{job.value}' THEN '{event.value}'"
+                    for job, event in TERMINAL_EVENTS.items())
     sql = (
         f"WITH moved AS (UPDATE requests SET {sets}, claim = NULL, lease_until = NULL, "
         f"not_before = NULL, finished_at = :now FROM {_source('postgresql', _KEY + _FINISH)} "
@@ -124,13 +134,20 @@ def _finish_count_sql() -> TextualSelect:
         f"finalizing_at = CASE WHEN {ends} THEN coalesce(jobs.finalizing_at, :now) "
         f"ELSE jobs.finalizing_at END "
         f"FROM d, was WHERE jobs.id = d.job_id AND was.id = jobs.id "
-        f"RETURNING {', '.join(f'jobs.{c.name}' for c in EVENT_COLUMNS)}, "
-        f"was.status AS was_status) "
-        f"SELECT {cols} FROM counted WHERE was_status IN ({_ACTIVE}) "
-        f"AND status NOT IN ({_ACTIVE}) ORDER BY id"
+        f"RETURNING jobs.id, jobs.status, jobs.webhook_url, was.status AS was_status), "
+        f"ended AS (SELECT id, status, webhook_url FROM counted "
+        f"WHERE was_status IN ({_ACTIVE}) AND status NOT IN ({_ACTIVE})), "
+        f"ev AS (INSERT INTO events (id, job_id, type, payload, created_at) "
+        f"SELECT CAST(:events AS jsonb) ->> ended.id, ended.id, CASE ended.status {kind} END, "
+        f"'null'::json, :now FROM ended RETURNING id, job_id), "
+        f"dl AS (INSERT INTO deliveries (event_id, url, state, attempts, next_attempt_at, "
+        f"created_at) SELECT ev.id, ended.webhook_url, '{DeliveryState.PENDING.value}', 0, "
+        f":epoch, :now FROM ev JOIN ended ON ended.id = ev.job_id "
+        f"WHERE ended.webhook_url IS NOT NULL) "
+        f"SELECT id, status FROM ended ORDER BY id"
     )
     return (text(sql).bindparams(bindparam("now", type_=DateTime(timezone=True)))
-            .columns(*EVENT_COLUMNS))
+            .columns(JOBS.c.id, JOBS.c.status))
 
 
 @cache
@@ -172,14 +189,19 @@ def finish_rows(conn: Connection, part: Sequence[Outcome], now: datetime
 
 
 def finish_and_count(conn: Connection, part: Sequence[Outcome], now: datetime
-                     ) -> Sequence[Row[Any]]:
-    """PostgreSQL: ``finish_rows``, the moved rows counted into their jobs, and every job
-    they complete ended, in one statement; the jobs it ended (``EVENT_COLUMNS``), by id.
+                     ) -> list[tuple[str, str]]:
+    """PostgreSQL: ``finish_rows``, the moved rows counted into their jobs, every job they
+    complete ended, and each ended job's event and webhook delivery written, in one
+    statement; the (id, status) of the jobs it ended, by id.
 
-    The caller inserts each ended job's event in the same transaction (see
-    ``storage.requests.record``). ``part`` holds at most one outcome per row.
+    ``part`` holds at most one outcome per row. One statement is its own transaction: run
+    it in autocommit (``storage.db.without_transaction``).
     """
-    return conn.execute(_finish_count_sql(), {"rows": _finished(part), "now": now}).all()
+    events = {job_id: new_event_id() for job_id in {o.job_id for o in part}}
+    rows = conn.execute(_finish_count_sql(), {
+        "rows": _finished(part), "now": now, "epoch": now.timestamp(),
+        "events": json.dumps(events)}).all()
+    return [(str(r.id), str(r.status)) for r in rows]
 
 
 def defer_rows(conn: Connection, part: Sequence[Outcome]) -> None:

@@ -1,16 +1,24 @@
 """Job events and their webhook deliveries: a transactional outbox in SQL.
 
-A job's terminal event is inserted by ``finalize_job`` in the very transaction whose
-conditional UPDATE ends the job, so it exists once however many workers or duplicate
+A job's terminal event is inserted in the very transaction whose conditional UPDATE ends the
+job (``finalize_job``; on PostgreSQL a worker's write does both in one statement,
+``storage.batched.finish_and_count``), so it exists once however many workers or duplicate
 messages race to finish the job; if that transaction rolls back, so does the event. Each
 event gets one delivery row per endpoint; workers lease due deliveries the way they lease
 requests (``claim_deliveries``), record every attempt, and reschedule or finish them.
+
+An event's payload is its data as of the event. A terminal event written by that one
+statement stores JSON ``null`` instead: its data is the job's final row, which no longer
+changes once the job ended (every request is terminal, so nothing is counted into it again),
+and ``event_data`` builds it from that row when the event is read, with the same
+``job_event_data`` as an event written with its payload.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from schemas.errors import NotFoundError
 from schemas.jobs import JobStatus
 from schemas.webhooks import DeliveryState, EventResults, EventType, JobEventData, RequestCounts
+from storage.db import without_transaction
 from storage.models import ATTEMPTS, DELIVERIES, ENDPOINTS, EVENTS, JOBS
 
 __all__ = [
@@ -30,7 +39,9 @@ __all__ = [
     "add_job_event",
     "add_progress_events",
     "claim_deliveries",
+    "event_data",
     "is_disabled",
+    "job_events",
     "new_event_id",
     "record_attempt",
     "redeliver",
@@ -71,6 +82,28 @@ def job_event_data(job: Any) -> JobEventData:
             command=f"batchyard results {job.id} -o {job.id}.jsonl "
                     f"--errors {job.id}.errors.jsonl"),
     )
+
+
+def event_data(conn: Connection, events: Sequence[Any]) -> list[dict[str, Any]]:
+    """The data of each event row (``job_id`` and ``payload`` at least), in their order: the
+    payload as stored, or for a terminal event stored without one, built from its job's row
+    (one read for all of them)."""
+    missing = {e.job_id for e in events if e.payload is None}
+    jobs = {}
+    if missing:
+        jobs = {j.id: job_event_data(j).model_dump(mode="json") for j in conn.execute(
+            select(*EVENT_COLUMNS).where(_J.c.id.in_(sorted(missing))))}
+    return [dict(e.payload) if e.payload is not None else jobs[e.job_id] for e in events]
+
+
+def job_events(engine: Engine, job_id: str) -> list[tuple[EventType, dict[str, Any]]]:
+    """Every event of a job, oldest first: its type and data."""
+    with without_transaction(engine) as conn:
+        rows = conn.execute(select(_E.c.type, _E.c.job_id, _E.c.payload)
+                            .where(_E.c.job_id == job_id)
+                            .order_by(_E.c.created_at, _E.c.id)).all()
+        data = event_data(conn, rows)
+    return [(EventType(r.type), d) for r, d in zip(rows, data, strict=True)]
 
 
 def add_job_event(conn: Connection, job: Any, kind: EventType, now: datetime) -> str:
@@ -175,13 +208,15 @@ def claim_deliveries(engine: Engine, token: str, lease_s: float, now: float,
         if not won:
             return []
         rows = conn.execute(
-            select(_D.c.id, _D.c.event_id, _D.c.url, _D.c.attempts, _E.c.type, _E.c.payload,
-                   _E.c.created_at)
+            select(_D.c.id, _D.c.event_id, _D.c.url, _D.c.attempts, _E.c.type, _E.c.job_id,
+                   _E.c.payload, _E.c.created_at)
             .join(_E, _E.c.id == _D.c.event_id).where(_D.c.id.in_(won)).order_by(_D.c.id)
         ).all()
+        data = event_data(conn, rows)
     return [DueDelivery(id=r.id, event_id=r.event_id, event_type=EventType(r.type), url=r.url,
-                        attempt=r.attempts, claim=token, data=dict(r.payload),
-                        created_at=_utc(r.created_at) or datetime.now(UTC)) for r in rows]
+                        attempt=r.attempts, claim=token, data=d,
+                        created_at=_utc(r.created_at) or datetime.now(UTC))
+            for r, d in zip(rows, data, strict=True)]
 
 
 def record_attempt(engine: Engine, delivery: DueDelivery, attempt: AttemptRecord | None,

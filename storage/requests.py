@@ -202,21 +202,22 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
     ``ROWS_PER_STATEMENT`` finishes); return the jobs this batch finished.
 
     A handful of statements per batch, whatever its size (round trips and statement parsing
-    are the cost on PostgreSQL; see storage/batched.py). On PostgreSQL: one UPDATE for the
-    deferrals, then one statement that finishes the rows, counts those it moved out of a
-    non-terminal state (only those are charged) into their jobs and ends the jobs they
-    complete (``batched.finish_and_count``), then an INSERT per ended job for its event. On
-    SQLite: one UPDATE for the finished rows, whose RETURNING names the rows moved; one for the
-    deferrals; one per job for its counters, whose RETURNING tells whether the job may end
-    (only then is ``finalize_job``'s UPDATE sent).
+    are the cost on PostgreSQL; see storage/batched.py). On PostgreSQL, in autocommit: one
+    UPDATE for the deferrals, then one statement that finishes the rows, counts those it
+    moved out of a non-terminal state (only those are charged) into their jobs, ends the jobs
+    they complete and writes their events (``batched.finish_and_count``). On SQLite, in one
+    transaction: one UPDATE for the finished rows, whose RETURNING names the rows moved; one
+    for the deferrals; one per job for its counters, whose RETURNING tells whether the job may
+    end (only then is ``finalize_job``'s UPDATE sent, with its event).
 
     Locks are taken in one order by every writer, so two writers never wait on each other in
     a cycle (PostgreSQL would abort one as a deadlock): request rows, then the jobs' counter
-    rows by job id. That is why PostgreSQL writes the deferrals first (its one statement
-    locks the jobs), and why a batch of more than ``ROWS_PER_STATEMENT`` finishes is written
-    there as one transaction per part: a part's jobs stay locked until its commit, and the
-    next part's rows would be locked after them. Each part is whole; a retry after a failure
-    between them finds the earlier parts' rows terminal and writes nothing twice.
+    rows by job id. That is why PostgreSQL writes the deferrals first, as a statement of their
+    own (the finishing statement locks the jobs), and why a batch of more than
+    ``ROWS_PER_STATEMENT`` finishes is written there as one statement per part, each its own
+    transaction: a part's jobs stay locked until its commit, and the next part's rows would be
+    locked after them. Each part is whole; a retry after a failure between them finds the
+    earlier statements' rows terminal (or no longer claimed) and writes nothing twice.
 
     A deferral of a row the batch also finishes (a call handed back at shutdown, then
     answered) is dropped: written after the finish, as it used to be, it found the row
@@ -260,19 +261,15 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
 
 def _record_in_parts(engine: Engine, finishes: list[Outcome], deferrals: list[Outcome],
                      now: datetime) -> list[tuple[str, str]]:
-    """PostgreSQL's ``record``: the deferrals, then a transaction per part of the finishes
-    (one for a batch up to ``ROWS_PER_STATEMENT``, the writer's default batch included)."""
-    parts: list[list[Outcome]] = _parts(finishes) or [[]]
-    finished = []
-    for i, part in enumerate(parts):
-        with engine.begin() as conn:
-            if i == 0:
-                for deferred in _parts(deferrals):
-                    defer_rows(conn, deferred)
-            ended = finish_and_count(conn, part, now) if part else []
-            for job in ended:
-                add_job_event(conn, job, TERMINAL_EVENTS[JobStatus(job.status)], now)
-                finished.append((job.id, str(job.status)))
+    """PostgreSQL's ``record``, in autocommit: a statement per part of the deferrals, then one
+    per part of the finishes (one for a batch up to ``ROWS_PER_STATEMENT``, the writer's
+    default batch included), each its own transaction: a one-row write is one round trip."""
+    finished: list[tuple[str, str]] = []
+    with without_transaction(engine) as conn:
+        for deferred in _parts(deferrals):
+            defer_rows(conn, deferred)
+        for part in _parts(finishes):
+            finished.extend(finish_and_count(conn, part, now))
     return finished
 
 

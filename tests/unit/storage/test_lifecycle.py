@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, update
@@ -14,8 +15,9 @@ from schemas.jobs import JobOptions, JobStatus, RequestState
 from schemas.keys import Tier
 from schemas.outcomes import Outcome, OutcomeKind
 from storage import NewJob, cancel_job, claim, create_job, get_job, make_engine, record
+from storage.events import job_events
 from storage.jobs import expire_jobs, iter_results, mark_dispatched, settle_stopping
-from storage.models import DELIVERIES, EVENTS, JOBS
+from storage.models import DELIVERIES, JOBS
 from storage.recovery import find_undispatched_jobs
 
 BODY = '{"model":"m","messages":[{"role":"user","content":"x"}]}'
@@ -39,12 +41,8 @@ def _outcome(job_id: str, seq: int, token: str, kind: OutcomeKind = OutcomeKind.
                    response="{}", **fields)  # type: ignore[arg-type]
 
 
-def _events(engine: Engine, job_id: str) -> list[tuple[str, dict[str, object]]]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(EVENTS.c.type, EVENTS.c.payload)
-                            .where(EVENTS.c.job_id == job_id)
-                            .order_by(EVENTS.c.created_at)).all()
-    return [(r.type, r.payload) for r in rows]
+def _events(engine: Engine, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(kind.value, data) for kind, data in job_events(engine, job_id)]
 
 
 def test_a_job_finished_by_many_racing_writers_has_one_completion_event(engine: Engine) -> None:
