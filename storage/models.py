@@ -181,9 +181,10 @@ class EventRow(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, doc="the webhook-id")
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
     type: Mapped[str] = mapped_column(String(32))
-    payload: Mapped[dict[str, object]] = mapped_column(
-        JSON, doc="the event's data; JSON null for a terminal event whose data is its job's "
-                  "final row (storage.events.event_data builds it)")
+    payload: Mapped[dict[str, object] | None] = mapped_column(
+        JSON, nullable=False,
+        doc="the event's data; JSON null for a terminal event whose data is its job's final "
+            "row (storage.events.event_data builds it)")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -198,12 +198,13 @@ _COUNT = (
 
 
 def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]:
-    """Write a batch of outcomes in one transaction (on PostgreSQL, one per part of
-    ``ROWS_PER_STATEMENT`` finishes); return the jobs this batch finished.
+    """Write a batch of outcomes in one transaction (on PostgreSQL, one statement and
+    transaction per part of ``ROWS_PER_STATEMENT`` finishes, the deferrals with the first);
+    return the jobs this batch finished.
 
     A handful of statements per batch, whatever its size (round trips and statement parsing
-    are the cost on PostgreSQL; see storage/batched.py). On PostgreSQL, in autocommit: one
-    UPDATE for the deferrals, then one statement that finishes the rows, counts those it
+    are the cost on PostgreSQL; see storage/batched.py). On PostgreSQL: one UPDATE for the
+    deferrals, then one statement that finishes the rows, counts those it
     moved out of a non-terminal state (only those are charged) into their jobs, ends the jobs
     they complete and writes their events (``batched.finish_and_count``). On SQLite, in one
     transaction: one UPDATE for the finished rows, whose RETURNING names the rows moved; one
@@ -212,12 +213,11 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
 
     Locks are taken in one order by every writer, so two writers never wait on each other in
     a cycle (PostgreSQL would abort one as a deadlock): request rows, then the jobs' counter
-    rows by job id. That is why PostgreSQL writes the deferrals first, as a statement of their
-    own (the finishing statement locks the jobs), and why a batch of more than
-    ``ROWS_PER_STATEMENT`` finishes is written there as one statement per part, each its own
-    transaction: a part's jobs stay locked until its commit, and the next part's rows would be
-    locked after them. Each part is whole; a retry after a failure between them finds the
-    earlier statements' rows terminal (or no longer claimed) and writes nothing twice.
+    rows by job id. That is why PostgreSQL writes the deferrals first (the finishing statement
+    locks the jobs), and why a batch of more than ``ROWS_PER_STATEMENT`` finishes is written
+    there as one transaction per part: a part's jobs stay locked until its commit, and the
+    next part's rows would be locked after them. Each part is whole; a retry after a failure
+    between them finds the earlier parts' rows terminal and writes nothing twice.
 
     A deferral of a row the batch also finishes (a call handed back at shutdown, then
     answered) is dropped: written after the finish, as it used to be, it found the row
@@ -261,15 +261,27 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
 
 def _record_in_parts(engine: Engine, finishes: list[Outcome], deferrals: list[Outcome],
                      now: datetime) -> list[tuple[str, str]]:
-    """PostgreSQL's ``record``, in autocommit: a statement per part of the deferrals, then one
-    per part of the finishes (one for a batch up to ``ROWS_PER_STATEMENT``, the writer's
-    default batch included), each its own transaction: a one-row write is one round trip."""
+    """PostgreSQL's ``record``: one statement per part of the finishes (one part for a batch
+    up to ``ROWS_PER_STATEMENT``, the writer's default batch included), each in autocommit,
+    its own transaction: a batch of results is one round trip.
+
+    Deferrals commit together with the first part, in one transaction, as before: committed
+    alone, a deferral whose batch then failed would be written again by the writer's retry,
+    and by then the reconciler may have handed the row back to this worker (same claim token)
+    for a new call, which the repeated deferral would take from under it."""
     finished: list[tuple[str, str]] = []
-    with without_transaction(engine) as conn:
-        for deferred in _parts(deferrals):
-            defer_rows(conn, deferred)
-        for part in _parts(finishes):
-            finished.extend(finish_and_count(conn, part, now))
+    rest = _parts(finishes)
+    if deferrals:
+        first, rest = (rest[0] if rest else []), rest[1:]
+        with engine.begin() as conn:
+            for deferred in _parts(deferrals):
+                defer_rows(conn, deferred)
+            if first:
+                finished.extend(finish_and_count(conn, first, now))
+    if rest:
+        with without_transaction(engine) as conn:
+            for part in rest:
+                finished.extend(finish_and_count(conn, part, now))
     return finished
 
 

@@ -151,6 +151,10 @@ class WebhookSender:
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("webhook pass failed (%s: %s)", type(exc).__name__, exc)
                 busy = False
+            except Exception:  # a bug must not stop this worker's webhooks for good
+                log.exception("webhook pass failed; trying again after %.1fs",
+                              self._conf.poll_s)
+                busy = False
             if not busy:
                 self._stop.wait(self._conf.poll_s)
 

@@ -58,3 +58,40 @@ def test_upgrading_from_0003_keeps_jobs_and_keys_and_gives_them_no_key_limits(
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM api_keys")).scalar() == 1
     engine.dispose()
+
+
+def test_downgrading_0007_stores_the_data_of_events_written_without_it(
+        postgres_url: str) -> None:
+    import time
+
+    from alembic import command
+    from sqlalchemy import select
+
+    from schemas.jobs import JobOptions
+    from schemas.keys import Tier
+    from schemas.outcomes import Outcome, OutcomeKind
+    from storage import NewJob, claim, create_job, record
+    from storage.events import job_events
+    from storage.migrate import alembic_config
+    from storage.models import EVENTS
+
+    engine = make_engine(postgres_url)
+    create_job(engine, NewJob("batch_down", Tier.BULK,
+                              JobOptions(webhook_url="https://hooks.example.com/x")),
+               [("c0", "m", '{"model":"m","messages":[]}')], batch=10, check=lambda conn: None)
+    claim(engine, "batch_down", [0], "w1", lease_s=60, now=time.time())
+    record(engine, [Outcome(kind=OutcomeKind.SUCCEEDED, job_id="batch_down", seq=0,
+                            claim="w1", status_code=200, response="{}")])
+    read = job_events(engine, "batch_down")
+    with engine.connect() as conn:
+        assert conn.execute(select(EVENTS.c.payload)).scalar_one() is None  # built when read
+
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+
+    with engine.connect() as conn:
+        stored = conn.execute(select(EVENTS.c.payload)).scalar_one()
+    assert [("job.completed", stored)] == [(kind.value, data) for kind, data in read]
+    engine.dispose()

@@ -200,6 +200,35 @@ def test_a_deferral_the_same_batch_finishes_gives_no_attempt_back(engine: Engine
     assert (state, attempts) == (RequestState.SUCCEEDED.value, 1)
 
 
+def test_a_batch_that_fails_after_its_deferrals_leaves_them_unwritten(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The writer retries a failed batch whole; its deferrals must not have been committed
+    # alone before, or a row handed back to this worker meanwhile would be deferred again
+    # under its new call.
+    import storage.requests as requests_module
+
+    job = _job(engine, n=2)
+    claim(engine, job, [0, 1], "w1", lease_s=60, now=time.time())
+    batch = [Outcome(kind=OutcomeKind.DEFERRED, job_id=job, seq=0, claim="w1",
+                     not_before=time.time() + 30), _success(job, 1, "w1")]
+    finishing = "finish_rows" if engine.dialect.name == "sqlite" else "finish_and_count"
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("finish", {}, Exception("the connection dropped"))
+
+    monkeypatch.setattr(requests_module, finishing, failing)
+    with pytest.raises(OperationalError):
+        record(engine, batch)
+    states = get_job(engine, job).counts
+    assert states == {RequestState.RUNNING: 2, RequestState.SUCCEEDED: 0,
+                      RequestState.FAILED: 0, RequestState.CANCELLED: 0,
+                      RequestState.EXPIRED: 0}
+
+    monkeypatch.undo()
+    record(engine, batch)
+    assert get_job(engine, job).counts[RequestState.DEFERRED] == 1
+
+
 def _lock_waiters(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text(
