@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 TIMEOUT_S = 2.0
 """How long one announcement or subscription may take before it is given up (and the waiter
 polls instead)."""
+QUIET_AFTER_FAILURE_S = 5.0
+"""After an announcement failed, the next ones are skipped for this long: the worker's writer
+announces, and an unreachable Redis must not hold it ``TIMEOUT_S`` on every batch."""
 
 
 class Endings:
@@ -41,12 +44,14 @@ class Endings:
     def __init__(self, redis_url: str) -> None:
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=TIMEOUT_S,
                                            socket_connect_timeout=TIMEOUT_S)
+        self._quiet_until = 0.0
 
     def announce(self, ended: Iterable[tuple[str, str]]) -> None:
-        """Publish each (job id, status) in one round trip; a failure is logged, not raised:
-        the waiters find the end on their next poll."""
+        """Publish each (job id, status) in one round trip; a failure is logged, not raised
+        (the waiters find the end on their next poll), and the announcements of the next
+        ``QUIET_AFTER_FAILURE_S`` are skipped."""
         pairs = list(ended)
-        if not pairs:
+        if not pairs or time.monotonic() < self._quiet_until:
             return
         try:
             with self._redis.pipeline(transaction=False) as pipe:
@@ -54,8 +59,9 @@ class Endings:
                     pipe.publish(job_ended_channel(job_id), status)
                 pipe.execute()
         except RedisError as exc:
-            log.info("%d job endings not announced (%s); waiters see them on their next poll",
-                     len(pairs), exc)
+            self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_S
+            log.info("%d job endings not announced (%s); waiters see them on their next poll, "
+                     "and none is announced for %.0fs", len(pairs), exc, QUIET_AFTER_FAILURE_S)
 
     def watch(self, job_id: str) -> EndingWatch:
         """A subscription to ``job_id``'s ending; enter it before the job's first read."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import redis
 
 from producers.endings import Endings
@@ -42,6 +43,25 @@ def test_a_watch_wakes_on_its_jobs_ending_and_not_on_another(redis_url: str) -> 
         endings.announce([("batch_a", "completed")])
         watch.pause(TIMEOUT_S)
         assert watch.heard
+    endings.close()
+
+
+def test_announcing_to_an_unreachable_redis_raises_nothing_and_then_waits_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    endings = Endings("redis://127.0.0.1:1/0")  # nothing listens there
+    tries: list[str] = []
+    real = redis.Redis.pipeline
+
+    def counted(self: redis.Redis, **kwargs: object) -> object:
+        tries.append("pipeline")
+        return real(self, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(redis.Redis, "pipeline", counted)
+
+    endings.announce([("batch_a", "completed")])
+    endings.announce([("batch_b", "completed")])  # within the quiet period: not tried
+
+    assert tries == ["pipeline"]
     endings.close()
 
 
