@@ -7,10 +7,10 @@ reads the job at once.
 
 The database stays the truth (DESIGN.md, invariant 1): an announcement only wakes a waiter,
 which then reads the job as on any poll, so a lost one costs time, never a result. With Redis
-down the waiter polls as before; an ending nobody announces (a completion window running out,
-the reconciler settling a stop) is found on the next poll too. Announced: every job a
-worker's write ends, and a job a cancel ends at once. A channel carries a job id and a status,
-no user content (invariant 2).
+down the waiter polls as before, and so it does for an ending nobody announced. Announced:
+every job a worker's write ends, a job a cancel ends at once, and the jobs the reconciler ends
+(a completion window that ran out, the last of a stop). A channel carries a job id and a
+status, no user content (invariant 2).
 """
 
 from __future__ import annotations

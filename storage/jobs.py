@@ -282,7 +282,13 @@ def cancel_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> Non
         finalize_job(conn, job_id, now)
 
 
-def expire_jobs(engine: Engine, now: datetime, limit: int = 100) -> int:
+_Ended = Callable[[list[tuple[str, str]]], None]
+"""``on_ended``: told the (job id, status) of the jobs a call ended, after each commit that
+ended one (the reconciler announces them to waiters: producers/endings.py)."""
+
+
+def expire_jobs(engine: Engine, now: datetime, limit: int = 100, *,
+                on_ended: _Ended | None = None) -> int:
     """Jobs past their completion window stop: waiting requests end ``expired``, running ones
     finish, and the job ends ``expired`` after them. The number of requests expired."""
     with engine.connect() as conn:
@@ -297,13 +303,17 @@ def expire_jobs(engine: Engine, now: datetime, limit: int = 100) -> int:
                 update(_J).where(_J.c.id == job_id, _J.c.status == JobStatus.IN_PROGRESS)
                 .values(status=JobStatus.FINALIZING, finalizing_at=now).returning(_J.c.id)
             ).first()
+            status = None
             if moved is not None:
                 expired += _end_waiting(conn, job_id, RequestState.EXPIRED, now)
-                finalize_job(conn, job_id, now)
+                status = finalize_job(conn, job_id, now)
+        if status is not None and on_ended is not None:
+            on_ended([(job_id, status)])
     return expired
 
 
-def settle_stopping(engine: Engine, now: datetime, limit: int = 1000) -> int:
+def settle_stopping(engine: Engine, now: datetime, limit: int = 1000, *,
+                    on_ended: _Ended | None = None) -> int:
     """End what raced a stop in cancelling and expiring jobs, and finish those jobs when
     nothing runs any more; the number of requests ended."""
     with engine.connect() as conn:
@@ -317,7 +327,9 @@ def settle_stopping(engine: Engine, now: datetime, limit: int = 1000) -> int:
                  else RequestState.EXPIRED)
         with engine.begin() as conn:
             ended += _end_waiting(conn, job_id, state, now, lapsed_before=now.timestamp())
-            finalize_job(conn, job_id, now)
+            status = finalize_job(conn, job_id, now)
+        if status is not None and on_ended is not None:
+            on_ended([(job_id, status)])
     return ended
 
 

@@ -7,7 +7,8 @@ One worker at a time runs it (a Redis lock); every interval it:
 4. publishes jobs whose producer stored them but died or failed before publishing;
 5. stops jobs whose completion window ran out (waiting requests end ``batch_expired``) and
    ends what raced a cancel or an expiry (storage/jobs.py explains), before rules 2 and 3
-   look at deferrals and leases (which skip stopped jobs);
+   look at deferrals and leases (which skip stopped jobs); the jobs it ends are announced to
+   their waiters (producers/endings.py);
 6. adds throttled ``job.progress`` webhook events when ``webhooks.progress_interval_s`` > 0;
 7. re-publishes the queued rows of a tier for which the broker holds no message at all.
 Publishing twice is harmless: a claim runs each row once.
@@ -27,6 +28,7 @@ from kombu.exceptions import KombuError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from producers.endings import Endings
 from producers.publisher import Publisher
 from schemas.keys import EPOCH_KEY, KOMBU_UNACKED_KEY, RECONCILER_LOCK_KEY, Tier, queue_name
 from schemas.settings import Settings
@@ -45,10 +47,12 @@ BATCH_LIMIT = 5_000
 class Reconciler:
     """Runs ``tick`` every interval in a daemon thread while this worker holds the lock."""
 
-    def __init__(self, settings: Settings, db: Engine, publisher: Publisher) -> None:
+    def __init__(self, settings: Settings, db: Engine, publisher: Publisher,
+                 endings: Endings | None = None) -> None:
         self._settings = settings
         self._db = db
         self._publisher = publisher
+        self._announce = endings.announce if endings is not None else None
         self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
         self._token = secrets.token_hex(8)
         self._stop = threading.Event()
@@ -113,7 +117,8 @@ class Reconciler:
 
     def _lifecycle(self, now: datetime) -> dict[str, int]:
         """Requests expired or ended after a stop, and progress events added."""
-        counts = {"expired": expire_jobs(self._db, now), "settled": settle_stopping(self._db, now)}
+        counts = {"expired": expire_jobs(self._db, now, on_ended=self._announce),
+                  "settled": settle_stopping(self._db, now, on_ended=self._announce)}
         interval = self._settings.webhooks.progress_interval_s
         if interval > 0:
             counts["progress_events"] = add_progress_events(self._db, interval, now)

@@ -41,7 +41,7 @@ def build(settings: Settings) -> Runtime:
     publisher = Publisher(settings.redis_url)
     endings = Endings(settings.redis_url)
     return Runtime(Engine(settings, db, catalog, on_finished=endings.announce),
-                   Reconciler(settings, db, publisher), publisher,
+                   Reconciler(settings, db, publisher, endings), publisher,
                    WebhookSender(settings.webhooks, db), endings)
 
 

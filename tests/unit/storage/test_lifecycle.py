@@ -103,6 +103,17 @@ def test_expiry_ends_waiting_requests_and_keeps_what_ran(engine: Engine) -> None
     assert [t for t, _ in _events(engine, job)] == ["job.expired"]
 
 
+def test_an_expiry_that_ends_a_job_tells_whom_it_ended(engine: Engine) -> None:
+    job = _job(engine, 2, completion_window="30s")
+    told: list[tuple[str, str]] = []
+
+    assert expire_jobs(engine, datetime.now(UTC) + timedelta(seconds=31),
+                       on_ended=told.extend) == 2
+
+    assert told == [(job, JobStatus.EXPIRED.value)]
+    assert get_job(engine, job).status is JobStatus.EXPIRED
+
+
 def test_a_retry_scheduled_after_a_cancel_is_ended_not_run(engine: Engine) -> None:
     job = _job(engine, 3)
     now = time.time()
@@ -110,10 +121,14 @@ def test_a_retry_scheduled_after_a_cancel_is_ended_not_run(engine: Engine) -> No
     cancel_job(engine, job)
     record(engine, [_outcome(job, 0, "w1", OutcomeKind.DEFERRED, not_before=now)])
 
-    settle_stopping(engine, datetime.now(UTC))  # row 0 deferred after the cancel
+    told: list[tuple[str, str]] = []
+    settle_stopping(engine, datetime.now(UTC), on_ended=told.extend)  # row 0: deferred late
     assert get_job(engine, job).status is JobStatus.CANCELLING  # row 1 is still running
-    settle_stopping(engine, datetime.fromtimestamp(now + 10, UTC))  # its lease lapsed
+    assert told == []
+    settle_stopping(engine, datetime.fromtimestamp(now + 10, UTC),  # its lease lapsed
+                    on_ended=told.extend)
 
+    assert told == [(job, JobStatus.CANCELLED.value)]
     final = get_job(engine, job)
     assert final.status is JobStatus.CANCELLED
     assert final.counts[RequestState.CANCELLED] == 3
