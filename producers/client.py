@@ -138,9 +138,10 @@ class Producer:
              poll_s: float = 0.25, notify: Callable[[str], None] | None = None) -> JobView:
         """Block until the job ends (or ``timeout`` seconds pass) and return its status.
 
-        The job is read every ``poll_s``, and at once when a worker announces its ending
-        (producers/endings.py): a realtime job is seen done milliseconds after its result is
-        stored, not on the next poll.
+        The job is read every ``poll_s``. When a worker announces the job's ending
+        (producers/endings.py), the wait returns at once, with the view last read updated by
+        the ending (no read: the ending is what the commit wrote): a realtime job is seen done
+        milliseconds after its result is stored, not on the next poll.
 
         A database outage does not end the wait: it is told once through ``notify`` (default:
         a warning in the log) and polling goes on with backoff. ``DatabaseUnavailableError``
@@ -148,7 +149,15 @@ class Producer:
         ``settings.producer.wait_outage_s`` (300 s), whichever ends first.
         """
         with self.endings.watch(job_id) as watch:
-            poller = Poller(lambda: self.status(job_id), timeout=timeout, poll_s=poll_s,
+            seen: list[JobView] = []
+
+            def read() -> JobView:
+                if watch.ending is not None and seen:
+                    return watch.ending.view(seen[0])
+                seen[:] = [self.status(job_id)]
+                return seen[0]
+
+            poller = Poller(read, timeout=timeout, poll_s=poll_s,
                             outage_s=self.settings.producer.wait_outage_s,
                             notify=notify or log.warning, pause=watch.pause)
             return follow(poller, progress=progress)
@@ -175,10 +184,10 @@ class Producer:
         that records the last of them ends the job)."""
         with self._database("the job may not be cancelled: cancel it again once it answers"):
             tenant = self.caller.tenant()
-            cancel_job(self.engine, job_id, tenant=tenant)
+            ending = cancel_job(self.engine, job_id, tenant=tenant)
             view = get_job(self.engine, job_id, tenant=tenant)
-        if view.done:  # nothing was running: the cancel ended it; wake its waiters
-            self.endings.announce([(view.id, view.status.value)])
+        if ending is not None:  # nothing was running: the cancel ended it; wake its waiters
+            self.endings.announce([ending])
         return view
 
     def _database(self, consequence: str) -> AbstractContextManager[None]:

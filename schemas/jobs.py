@@ -18,6 +18,7 @@ __all__ = [
     "TERMINAL_JOB_STATUSES",
     "TERMINAL_REQUEST_STATES",
     "ChunkMessage",
+    "JobEnding",
     "JobOptions",
     "JobStatus",
     "JobView",
@@ -168,3 +169,41 @@ class JobView(BaseModel):
     @property
     def done(self) -> bool:
         return self.status in TERMINAL_JOB_STATUSES
+
+
+class JobEnding(BaseModel):
+    """A job's end as the commit that ended it wrote it: its status, counters and times.
+
+    What a worker announces to the job's waiters (producers/endings.py), so that ``wait``
+    returns the final view without reading the job again. No user content: the job's
+    metadata and webhook URL stay in the database (DESIGN.md, invariant 2).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    status: JobStatus
+    succeeded: int
+    failed: int
+    cancelled: int
+    expired: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    started_at: datetime | None = None
+    finalizing_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    def view(self, seen: JobView) -> JobView:
+        """``seen``, an earlier view of this job, as of this ending: what reading the job now
+        returns (nothing of an ended job changes but what this carries; nothing runs or waits,
+        so only the terminal states are counted)."""
+        if seen.id != self.id:
+            raise ValueError(f"the ending of {self.id} applied to a view of {seen.id}")
+        counts = {RequestState.SUCCEEDED: self.succeeded, RequestState.FAILED: self.failed,
+                  RequestState.CANCELLED: self.cancelled, RequestState.EXPIRED: self.expired}
+        return seen.model_copy(update={
+            "status": self.status, "counts": counts, "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens, "cost": self.cost,
+            "started_at": self.started_at, "finalizing_at": self.finalizing_at,
+            "completed_at": self.completed_at, "eta_seconds": None, "paused": None})

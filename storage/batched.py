@@ -25,10 +25,16 @@ from typing import Any
 
 from sqlalchemy import Connection, DateTime, TextClause, TextualSelect, bindparam, text
 
-from schemas.jobs import ACTIVE_JOB_STATUSES, TERMINAL_REQUEST_STATES, JobStatus, RequestState
+from schemas.jobs import (
+    ACTIVE_JOB_STATUSES,
+    TERMINAL_REQUEST_STATES,
+    JobEnding,
+    JobStatus,
+    RequestState,
+)
 from schemas.outcomes import Outcome
 from schemas.webhooks import TERMINAL_EVENTS, DeliveryState
-from storage.events import new_event_id
+from storage.events import job_ending, new_event_id
 from storage.models import JOBS
 from storage.money import to_pico
 
@@ -48,6 +54,10 @@ _DEFER = (("claim", "text"), ("not_before", "double precision"), ("deployment", 
           ("provider", "text"), ("status_code", "integer"), ("error_code", "text"),
           ("error_message", "text"), ("route", "text"))
 _REFUND = (("refund", "integer"),)
+_ENDING = ("id", "status", "succeeded", "failed", "cancelled", "expired", "prompt_tokens",
+           "completion_tokens", "cost", "started_at", "finalizing_at", "completed_at")
+"""The jobs columns of a ``JobEnding``."""
+_ENDING_COLUMNS = ", ".join(f"jobs.{name}" for name in _ENDING)
 """1 for a throttled deferral (our own limits): the attempt its claim counted is given back."""
 
 
@@ -82,7 +92,8 @@ def _finish_sql(dialect: str) -> TextClause:
 def _finish_count_sql() -> TextualSelect:
     """PostgreSQL: finish the rows, add them to their jobs' counters, end the jobs they
     complete and write each ended job's event (and its webhook delivery); RETURNING the
-    jobs this statement ended (id and status).
+    endings of the jobs this statement ended (``JobEnding``: the final row's status,
+    counters and times).
 
     - ``moved``: the rows' UPDATE, guarded as in ``finish_rows``; only rows it moves count.
     - ``d``: their sums per job. Aggregating reads every moved row, so the rows are locked
@@ -102,6 +113,7 @@ def _finish_count_sql() -> TextualSelect:
       webhook URL. So the write is one statement, one round trip, in autocommit.
     """
     sets = ", ".join(f"{name} = v.{name}" for name, _ in _FINISH)
+    ending = ", ".join(_ENDING)
     failed = "jobs.failed + d.n_bad"
     done = f"jobs.succeeded + d.n_ok + {failed} + jobs.cancelled + jobs.expired"
     ends = f"jobs.status IN ({_ACTIVE}) AND jobs.total <= {done}"
@@ -134,8 +146,8 @@ def _finish_count_sql() -> TextualSelect:
         f"finalizing_at = CASE WHEN {ends} THEN coalesce(jobs.finalizing_at, :now) "
         f"ELSE jobs.finalizing_at END "
         f"FROM d, was WHERE jobs.id = d.job_id AND was.id = jobs.id "
-        f"RETURNING jobs.id, jobs.status, jobs.webhook_url, was.status AS was_status), "
-        f"ended AS (SELECT id, status, webhook_url FROM counted "
+        f"RETURNING {_ENDING_COLUMNS}, jobs.webhook_url, was.status AS was_status), "
+        f"ended AS (SELECT {ending}, webhook_url FROM counted "
         f"WHERE was_status IN ({_ACTIVE}) AND status NOT IN ({_ACTIVE})), "
         f"ev AS (INSERT INTO events (id, job_id, type, payload, created_at) "
         f"SELECT CAST(:events AS jsonb) ->> ended.id, ended.id, CASE ended.status {kind} END, "
@@ -144,10 +156,10 @@ def _finish_count_sql() -> TextualSelect:
         f"created_at) SELECT ev.id, ended.webhook_url, '{DeliveryState.PENDING.value}', 0, "
         f":epoch, :now FROM ev JOIN ended ON ended.id = ev.job_id "
         f"WHERE ended.webhook_url IS NOT NULL) "
-        f"SELECT id, status FROM ended ORDER BY id"
+        f"SELECT {ending} FROM ended ORDER BY id"
     )
     return (text(sql).bindparams(bindparam("now", type_=DateTime(timezone=True)))
-            .columns(JOBS.c.id, JOBS.c.status))
+            .columns(*(JOBS.c[name] for name in _ENDING)))
 
 
 @cache
@@ -189,10 +201,10 @@ def finish_rows(conn: Connection, part: Sequence[Outcome], now: datetime
 
 
 def finish_and_count(conn: Connection, part: Sequence[Outcome], now: datetime
-                     ) -> list[tuple[str, str]]:
+                     ) -> list[JobEnding]:
     """PostgreSQL: ``finish_rows``, the moved rows counted into their jobs, every job they
     complete ended, and each ended job's event and webhook delivery written, in one
-    statement; the (id, status) of the jobs it ended, by id.
+    statement; the endings of the jobs it ended, by id.
 
     ``part`` holds at most one outcome per row. One statement is its own transaction: run
     it in autocommit (``storage.db.without_transaction``).
@@ -201,7 +213,7 @@ def finish_and_count(conn: Connection, part: Sequence[Outcome], now: datetime
     rows = conn.execute(_finish_count_sql(), {
         "rows": _finished(part), "now": now, "epoch": now.timestamp(),
         "events": json.dumps(events)}).all()
-    return [(str(r.id), str(r.status)) for r in rows]
+    return [job_ending(r) for r in rows]
 
 
 def defer_rows(conn: Connection, part: Sequence[Outcome]) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from schemas.errors import NotFoundError
-from schemas.jobs import JobStatus
+from schemas.jobs import JobEnding, JobStatus
 from schemas.webhooks import DeliveryState, EventResults, EventType, JobEventData, RequestCounts
 from storage.db import without_transaction
 from storage.models import ATTEMPTS, DELIVERIES, ENDPOINTS, EVENTS, JOBS
@@ -41,6 +41,7 @@ __all__ = [
     "claim_deliveries",
     "event_data",
     "is_disabled",
+    "job_ending",
     "job_events",
     "new_event_id",
     "record_attempt",
@@ -82,6 +83,16 @@ def job_event_data(job: Any) -> JobEventData:
             command=f"batchyard results {job.id} -o {job.id}.jsonl "
                     f"--errors {job.id}.errors.jsonl"),
     )
+
+
+def job_ending(job: Any) -> JobEnding:
+    """The ending of a job, from the row that ended it (``EVENT_COLUMNS`` at least)."""
+    return JobEnding(
+        id=job.id, status=job.status, succeeded=job.succeeded, failed=job.failed,
+        cancelled=job.cancelled, expired=job.expired, prompt_tokens=job.prompt_tokens,
+        completion_tokens=job.completion_tokens, cost=job.cost,
+        started_at=_utc(job.started_at), finalizing_at=_utc(job.finalizing_at),
+        completed_at=_utc(job.completed_at))
 
 
 def event_data(conn: Connection, events: Sequence[Any]) -> list[dict[str, Any]]:

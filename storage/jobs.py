@@ -21,7 +21,14 @@ from sqlalchemy import Connection, Engine, Insert, bindparam, func, insert, sele
 
 from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.errors import NotFoundError
-from schemas.jobs import TERMINAL_JOB_STATUSES, JobOptions, JobStatus, JobView, RequestState
+from schemas.jobs import (
+    TERMINAL_JOB_STATUSES,
+    JobEnding,
+    JobOptions,
+    JobStatus,
+    JobView,
+    RequestState,
+)
 from schemas.keys import Tier
 from schemas.tenants import BUDGET_PAUSED, DEFAULT_TENANT
 from storage.batched import json_rows
@@ -265,8 +272,9 @@ def _eta(job: Any, now: datetime) -> float | None:
     return round(float(max(left, 0) * elapsed / processed), 1)
 
 
-def cancel_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> None:
-    """Stop dispatching: waiting requests end ``cancelled``; running ones finish and count."""
+def cancel_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> JobEnding | None:
+    """Stop dispatching: waiting requests end ``cancelled``; running ones finish and count.
+    The job's ending when the cancel ended it (nothing was running), else None."""
     now = datetime.now(UTC)
     with engine.begin() as conn:
         _lock_waiting(conn, job_id)
@@ -277,14 +285,14 @@ def cancel_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> Non
         if moved is None:
             if conn.execute(select(_J.c.id).where(_owned(job_id, tenant))).first() is None:
                 raise NotFoundError(f"no job {job_id!r}")
-            return  # already finished or stopping: nothing more to do
+            return None  # already finished or stopping: nothing more to do
         _end_waiting(conn, job_id, RequestState.CANCELLED, now)
-        finalize_job(conn, job_id, now)
+        return finalize_job(conn, job_id, now)
 
 
-_Ended = Callable[[list[tuple[str, str]]], None]
-"""``on_ended``: told the (job id, status) of the jobs a call ended, after each commit that
-ended one (the reconciler announces them to waiters: producers/endings.py)."""
+_Ended = Callable[[list[JobEnding]], None]
+"""``on_ended``: told the endings of the jobs a call ended, after each commit that ended one
+(the reconciler announces them to waiters: producers/endings.py)."""
 
 
 def expire_jobs(engine: Engine, now: datetime, limit: int = 100, *,
@@ -303,12 +311,12 @@ def expire_jobs(engine: Engine, now: datetime, limit: int = 100, *,
                 update(_J).where(_J.c.id == job_id, _J.c.status == JobStatus.IN_PROGRESS)
                 .values(status=JobStatus.FINALIZING, finalizing_at=now).returning(_J.c.id)
             ).first()
-            status = None
+            ending = None
             if moved is not None:
                 expired += _end_waiting(conn, job_id, RequestState.EXPIRED, now)
-                status = finalize_job(conn, job_id, now)
-        if status is not None and on_ended is not None:
-            on_ended([(job_id, status)])
+                ending = finalize_job(conn, job_id, now)
+        if ending is not None and on_ended is not None:
+            on_ended([ending])
     return expired
 
 
@@ -327,9 +335,9 @@ def settle_stopping(engine: Engine, now: datetime, limit: int = 1000, *,
                  else RequestState.EXPIRED)
         with engine.begin() as conn:
             ended += _end_waiting(conn, job_id, state, now, lapsed_before=now.timestamp())
-            status = finalize_job(conn, job_id, now)
-        if status is not None and on_ended is not None:
-            on_ended([(job_id, status)])
+            ending = finalize_job(conn, job_id, now)
+        if ending is not None and on_ended is not None:
+            on_ended([ending])
     return ended
 
 

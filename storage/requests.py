@@ -28,13 +28,13 @@ from sqlalchemy import (
     update,
 )
 
-from schemas.jobs import ACTIVE_JOB_STATUSES, JobStatus, RequestState, RoutingOptions
+from schemas.jobs import ACTIVE_JOB_STATUSES, JobEnding, JobStatus, RequestState, RoutingOptions
 from schemas.outcomes import Claimed, Outcome, OutcomeKind
 from schemas.tenants import DEFAULT_TENANT, TenantLimits
 from schemas.webhooks import TERMINAL_EVENTS
 from storage.batched import defer_rows, finish_and_count, finish_rows
 from storage.db import without_transaction
-from storage.events import EVENT_COLUMNS, add_job_event
+from storage.events import EVENT_COLUMNS, add_job_event, job_ending
 from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS, state_in
 
 __all__ = ["claim", "finalize_job", "record"]
@@ -197,10 +197,10 @@ _COUNT = (
 )
 
 
-def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]:
+def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[JobEnding]:
     """Write a batch of outcomes in one transaction (on PostgreSQL, one statement and
     transaction per part of ``ROWS_PER_STATEMENT`` finishes, the deferrals with the first);
-    return the jobs this batch finished.
+    return the endings of the jobs this batch finished.
 
     A handful of statements per batch, whatever its size (round trips and statement parsing
     are the cost on PostgreSQL; see storage/batched.py). On PostgreSQL: one UPDATE for the
@@ -253,14 +253,14 @@ def record(engine: Engine, outcomes: Sequence[Outcome]) -> list[tuple[str, str]]
                 "n_cost": delta.cost}).first()
             if job is None or job.status not in _ACTIVE or job.done < job.total:
                 continue  # finalize_job would find nothing to do: skip its statement
-            status = finalize_job(conn, job_id, now)
-            if status is not None:
-                finished.append((job_id, status))
+            ending = finalize_job(conn, job_id, now)
+            if ending is not None:
+                finished.append(ending)
     return finished
 
 
 def _record_in_parts(engine: Engine, finishes: list[Outcome], deferrals: list[Outcome],
-                     now: datetime) -> list[tuple[str, str]]:
+                     now: datetime) -> list[JobEnding]:
     """PostgreSQL's ``record``: one statement per part of the finishes (one part for a batch
     up to ``ROWS_PER_STATEMENT``, the writer's default batch included), each in autocommit,
     its own transaction: a batch of results is one round trip.
@@ -269,7 +269,7 @@ def _record_in_parts(engine: Engine, finishes: list[Outcome], deferrals: list[Ou
     alone, a deferral whose batch then failed would be written again by the writer's retry,
     and by then the reconciler may have handed the row back to this worker (same claim token)
     for a new call, which the repeated deferral would take from under it."""
-    finished: list[tuple[str, str]] = []
+    finished: list[JobEnding] = []
     rest = _parts(finishes)
     if deferrals:
         first, rest = (rest[0] if rest else []), rest[1:]
@@ -304,8 +304,8 @@ _FINALIZE = (
 """Built once; RETURNING only the columns the job's event reads."""
 
 
-def finalize_job(conn: Connection, job_id: str, now: datetime) -> str | None:
-    """End the job if every request is terminal; the status it ended with, once, else None.
+def finalize_job(conn: Connection, job_id: str, now: datetime) -> JobEnding | None:
+    """End the job if every request is terminal; its ending, once, else None.
 
     The ending is cancelled (it was cancelling), expired (some requests ran out of the
     completion window), failed (every request failed) or completed. The job's terminal event
@@ -316,7 +316,7 @@ def finalize_job(conn: Connection, job_id: str, now: datetime) -> str | None:
     if row is None:
         return None
     add_job_event(conn, row, TERMINAL_EVENTS[JobStatus(row.status)], now)
-    return str(row.status)
+    return job_ending(row)
 
 
 def select_runnable_seqs(conn: Connection, job_id: str) -> list[int]:

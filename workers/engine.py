@@ -25,7 +25,7 @@ from routing.limits import Limiter
 from routing.quotas import Quotas
 from routing.router import Router
 from schemas.catalog import Catalog
-from schemas.jobs import ChunkMessage
+from schemas.jobs import ChunkMessage, JobEnding
 from schemas.keys import Tier
 from schemas.outcomes import Claimed, Outcome, OutcomeKind
 from schemas.settings import Settings
@@ -90,7 +90,7 @@ class Engine:
     """Claims rows, runs them concurrently, and writes their outcomes in batches."""
 
     def __init__(self, settings: Settings, db: DbEngine, catalog: Catalog, *,
-                 on_finished: Callable[[Sequence[tuple[str, str]]], None] | None = None
+                 on_finished: Callable[[Sequence[JobEnding]], None] | None = None
                  ) -> None:
         self._settings = settings.worker
         self._db = db
@@ -204,11 +204,11 @@ class Engine:
         self._running.pop((row.job_id, row.seq), None)
         self._writer.put(outcome)
 
-    def _finished(self, ended: Sequence[tuple[str, str]]) -> None:
+    def _finished(self, ended: Sequence[JobEnding]) -> None:
         """On the writer, once the jobs' ends are committed: log them, then tell
         ``on_finished`` (the runtime announces them to waiters)."""
-        for job_id, status in ended:
-            log.info("job %s %s", job_id, status)
+        for ending in ended:
+            log.info("job %s %s", ending.id, ending.status.value)
         if self._on_finished is not None:
             self._on_finished(ended)
 

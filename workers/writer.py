@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from schemas.jobs import JobEnding
 from schemas.outcomes import Outcome
 from storage.requests import record
 
@@ -31,10 +32,10 @@ _STOP = object()
 
 class OutcomeWriter:
     """Collects outcomes from the event loop and writes them in batches; ``on_finished``
-    gets the (job id, status) of every job a batch ended, once its commit is done."""
+    gets the ending of every job a batch ended, once its commit is done."""
 
     def __init__(self, engine: Engine, *, batch: int, on_written: Callable[[int], None],
-                 on_finished: Callable[[Sequence[tuple[str, str]]], None]) -> None:
+                 on_finished: Callable[[Sequence[JobEnding]], None]) -> None:
         self._engine = engine
         self._batch = batch
         self._on_written = on_written

@@ -12,8 +12,9 @@ import pytest
 import redis
 
 from producers.endings import Endings
-from schemas.jobs import JobStatus, JobView
+from schemas.jobs import JobEnding, JobStatus, JobView
 from schemas.keys import job_ended_channel
+from storage import cancel_job
 from tests.helpers import wait_for
 from tests.stack import Stack
 
@@ -34,15 +35,27 @@ def _wait_in_thread(stack: Stack, job_id: str) -> tuple[threading.Thread, list[J
     return waiter, seen
 
 
+def _ending(job_id: str) -> JobEnding:
+    return JobEnding(id=job_id, status=JobStatus.COMPLETED, succeeded=1, failed=0, cancelled=0,
+                     expired=0, prompt_tokens=3, completion_tokens=2, cost="0.000001")
+
+
+def _subscribed(client: redis.Redis, job_id: str) -> None:
+    channel = job_ended_channel(job_id)
+    wait_for(lambda: dict(client.pubsub_numsub(channel)).get(channel.encode()), 10,
+             "the waiter to subscribe")
+
+
 def test_a_watch_wakes_on_its_jobs_ending_and_not_on_another(redis_url: str) -> None:
     endings = Endings(redis_url)
     with endings.watch("batch_a") as watch:
-        endings.announce([("batch_b", "completed")])
+        endings.announce([_ending("batch_b")])
         watch.pause(0.3)
         assert not watch.heard
-        endings.announce([("batch_a", "completed")])
+        endings.announce([_ending("batch_a")])
         watch.pause(TIMEOUT_S)
         assert watch.heard
+        assert watch.ending == _ending("batch_a")
     endings.close()
 
 
@@ -58,8 +71,8 @@ def test_announcing_to_an_unreachable_redis_raises_nothing_and_then_waits_a_whil
 
     monkeypatch.setattr(redis.Redis, "pipeline", counted)
 
-    endings.announce([("batch_a", "completed")])
-    endings.announce([("batch_b", "completed")])  # within the quiet period: not tried
+    endings.announce([_ending("batch_a")])
+    endings.announce([_ending("batch_b")])  # within the quiet period: not tried
 
     assert tries == ["pipeline"]
     endings.close()
@@ -75,21 +88,38 @@ def test_wait_returns_as_the_worker_ends_the_job(stack: Stack) -> None:
     waiter.join(TIMEOUT_S)
 
     assert [view.status for view in seen] == [JobStatus.COMPLETED]
+    # the view the announced ending gave is the job as the database has it
+    assert seen == [stack.producer.status(job.id)]
+    assert seen[0].cost > 0 and seen[0].completed_at is not None
     assert [line.custom_id for line in stack.producer.results(job.id)] == ["request-1"]
+
+
+def test_an_ending_announced_by_status_alone_wakes_a_wait_that_reads_the_job(
+        stack: Stack, redis_url: str) -> None:
+    """A worker of an earlier version announces the status alone: the wait reads the job."""
+    job = stack.producer.submit(["one", "two"], tier="bulk", model="small")  # no worker runs
+    waiter, seen = _wait_in_thread(stack, job.id)
+    client = redis.Redis.from_url(redis_url)
+    _subscribed(client, job.id)
+
+    cancel_job(stack.producer.engine, job.id)  # ends the job without announcing it
+    client.publish(job_ended_channel(job.id), JobStatus.CANCELLED.value)
+
+    waiter.join(TIMEOUT_S)
+    assert seen == [stack.producer.status(job.id)]
+    assert seen[0].status is JobStatus.CANCELLED
 
 
 def test_a_cancel_wakes_a_wait_in_another_thread(stack: Stack, redis_url: str) -> None:
     job = stack.producer.submit(["one", "two"], tier="bulk", model="small")  # no worker runs
     waiter, seen = _wait_in_thread(stack, job.id)
-    client = redis.Redis.from_url(redis_url)
-    channel = job_ended_channel(job.id)
-    wait_for(lambda: dict(client.pubsub_numsub(channel)).get(channel.encode()), 10,
-             "the waiter to subscribe")
+    _subscribed(redis.Redis.from_url(redis_url), job.id)
 
     stack.producer.cancel(job.id)
 
     waiter.join(TIMEOUT_S)
     assert [view.status for view in seen] == [JobStatus.CANCELLED]
+    assert seen == [stack.producer.status(job.id)]
 
 
 def test_wait_polls_when_redis_does_not_answer(stack: Stack) -> None:

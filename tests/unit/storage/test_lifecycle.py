@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from schemas.jobs import JobOptions, JobStatus, RequestState
+from schemas.jobs import JobEnding, JobOptions, JobStatus, RequestState
 from schemas.keys import Tier
 from schemas.outcomes import Outcome, OutcomeKind
 from storage import NewJob, cancel_job, claim, create_job, get_job, make_engine, record
@@ -49,7 +49,7 @@ def test_a_job_finished_by_many_racing_writers_has_one_completion_event(engine: 
     job = _job(engine, 1, webhook_url="https://hooks.example.com/x")
     claim(engine, job, [0], "w1", lease_s=60, now=time.time())
     barrier = threading.Barrier(6)
-    finished: list[object] = []
+    finished: list[JobEnding] = []
 
     def write() -> None:
         barrier.wait()
@@ -61,7 +61,7 @@ def test_a_job_finished_by_many_racing_writers_has_one_completion_event(engine: 
     for t in threads:
         t.join()
 
-    assert finished == [(job, JobStatus.COMPLETED.value)]
+    assert [(e.id, e.status) for e in finished] == [(job, JobStatus.COMPLETED)]
     events = _events(engine, job)
     assert [t for t, _ in events] == ["job.completed"]
     data = events[0][1]
@@ -105,12 +105,12 @@ def test_expiry_ends_waiting_requests_and_keeps_what_ran(engine: Engine) -> None
 
 def test_an_expiry_that_ends_a_job_tells_whom_it_ended(engine: Engine) -> None:
     job = _job(engine, 2, completion_window="30s")
-    told: list[tuple[str, str]] = []
+    told: list[JobEnding] = []
 
     assert expire_jobs(engine, datetime.now(UTC) + timedelta(seconds=31),
                        on_ended=told.extend) == 2
 
-    assert told == [(job, JobStatus.EXPIRED.value)]
+    assert [(e.id, e.status, e.expired) for e in told] == [(job, JobStatus.EXPIRED, 2)]
     assert get_job(engine, job).status is JobStatus.EXPIRED
 
 
@@ -121,14 +121,14 @@ def test_a_retry_scheduled_after_a_cancel_is_ended_not_run(engine: Engine) -> No
     cancel_job(engine, job)
     record(engine, [_outcome(job, 0, "w1", OutcomeKind.DEFERRED, not_before=now)])
 
-    told: list[tuple[str, str]] = []
+    told: list[JobEnding] = []
     settle_stopping(engine, datetime.now(UTC), on_ended=told.extend)  # row 0: deferred late
     assert get_job(engine, job).status is JobStatus.CANCELLING  # row 1 is still running
     assert told == []
     settle_stopping(engine, datetime.fromtimestamp(now + 10, UTC),  # its lease lapsed
                     on_ended=told.extend)
 
-    assert told == [(job, JobStatus.CANCELLED.value)]
+    assert [(e.id, e.status, e.cancelled) for e in told] == [(job, JobStatus.CANCELLED, 3)]
     final = get_job(engine, job)
     assert final.status is JobStatus.CANCELLED
     assert final.counts[RequestState.CANCELLED] == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, Update, event, select, text
 from sqlalchemy.exc import OperationalError
 
 from schemas.chat import Usage
-from schemas.jobs import JobOptions, JobStatus, RequestState
+from schemas.jobs import JobEnding, JobOptions, JobStatus, RequestState
 from schemas.keys import Tier
 from schemas.outcomes import Outcome, OutcomeKind
 from storage import NewJob, cancel_job, claim, create_job, get_job, make_engine, record
@@ -39,6 +40,15 @@ def _success(job_id: str, seq: int, token: str, cost: str = "0.000123456789") ->
                    completion_tokens=5), cost=Decimal(cost))
 
 
+def _failure(job_id: str, seq: int, token: str) -> Outcome:
+    return Outcome(kind=OutcomeKind.FAILED, job_id=job_id, seq=seq, claim=token,
+                   status_code=400, error_code="invalid_request", error_message="bad")
+
+
+def _ends(endings: Sequence[JobEnding]) -> list[tuple[str, JobStatus]]:
+    return [(e.id, e.status) for e in endings]
+
+
 def test_a_claimed_row_cannot_be_claimed_again_until_its_lease_ends(engine: Engine) -> None:
     job = _job(engine)
     now = time.time()
@@ -60,12 +70,27 @@ def test_an_outcome_recorded_twice_is_charged_and_counted_once(engine: Engine) -
     third = record(engine, [_success(job, 1, "w1")])
 
     assert first == []
-    assert second == [(job, JobStatus.COMPLETED.value)]
+    assert _ends(second) == [(job, JobStatus.COMPLETED)]
     assert third == []
     view = get_job(engine, job)
     assert view.counts[RequestState.SUCCEEDED] == 2
     assert view.cost == Decimal("0.000246913578")
     assert view.prompt_tokens == 20 and view.completion_tokens == 10
+
+
+def test_the_ending_a_write_returns_is_the_job_as_read_after_it(engine: Engine) -> None:
+    job = _job(engine, n=2)
+    claim(engine, job, [0, 1], "w1", lease_s=60, now=time.time())
+    record(engine, [_success(job, 0, "w1")])
+    before = get_job(engine, job)  # what a waiter read while the job ran
+
+    (ending,) = record(engine, [_failure(job, 1, "w1")])
+
+    after = get_job(engine, job)
+    assert ending.view(before) == after  # what ``wait`` returns without reading the job
+    assert after.status is JobStatus.COMPLETED and after.completed_at is not None
+    assert after.counts == {RequestState.SUCCEEDED: 1, RequestState.FAILED: 1,
+                            RequestState.CANCELLED: 0, RequestState.EXPIRED: 0}
 
 
 def _two_jobs_running(engine: Engine) -> tuple[str, str, list[Outcome]]:
@@ -94,7 +119,7 @@ def test_a_batch_over_several_jobs_updates_them_in_job_id_order(sqlite_url: str)
 
     finished = record(engine, batch)
 
-    assert finished == [(low, JobStatus.COMPLETED.value), (high, JobStatus.COMPLETED.value)]
+    assert _ends(finished) == [(low, JobStatus.COMPLETED), (high, JobStatus.COMPLETED)]
     assert jobs_updated == [low, low, high, high]  # counters, then the ending, job by job
     assert get_job(engine, high).counts[RequestState.SUCCEEDED] == 3
 
@@ -114,7 +139,7 @@ def test_a_batch_over_several_jobs_locks_them_in_job_id_order(postgres_url: str)
                               .with_for_update(nowait=True))
         finished = writing.result(timeout=30)
 
-    assert finished == [(low, JobStatus.COMPLETED.value), (high, JobStatus.COMPLETED.value)]
+    assert _ends(finished) == [(low, JobStatus.COMPLETED), (high, JobStatus.COMPLETED)]
     assert get_job(engine, high).counts[RequestState.SUCCEEDED] == 3
 
 
@@ -139,7 +164,7 @@ def test_a_batch_of_several_parts_never_holds_a_job_while_it_waits_for_a_row(
                               .with_for_update(nowait=True))
         finished = writing.result(timeout=30)
 
-    assert finished == [(job, JobStatus.COMPLETED.value)]
+    assert _ends(finished) == [(job, JobStatus.COMPLETED)]
     view = get_job(engine, job)
     assert view.counts[RequestState.SUCCEEDED] == 2 and view.cost == Decimal("0.000246913578")
 
@@ -158,7 +183,7 @@ def test_a_write_does_not_wait_for_a_transaction_that_only_refers_to_the_job(
         writing = pool.submit(record, engine, [_success(job, 0, "w1")])
         finished = writing.result(timeout=30)  # while the holder still holds its lock
 
-    assert finished == [(job, JobStatus.COMPLETED.value)]
+    assert _ends(finished) == [(job, JobStatus.COMPLETED)]
 
 
 def test_a_cancel_waits_for_a_row_being_written_before_it_locks_the_job(
@@ -192,8 +217,8 @@ def test_a_deferral_the_same_batch_finishes_gives_no_attempt_back(engine: Engine
     handed_back = Outcome(kind=OutcomeKind.DEFERRED, job_id=job, seq=0, claim="w1",
                           not_before=time.time() + 30, throttled=True)
 
-    assert record(engine, [handed_back, _success(job, 0, "w1")]) == [
-        (job, JobStatus.COMPLETED.value)]
+    assert _ends(record(engine, [handed_back, _success(job, 0, "w1")])) == [
+        (job, JobStatus.COMPLETED)]
     with engine.connect() as conn:
         state, attempts = conn.execute(select(REQUESTS.c.state, REQUESTS.c.attempts).where(
             REQUESTS.c.job_id == job)).one()
@@ -270,7 +295,7 @@ def test_cancel_ends_waiting_requests_and_lets_running_ones_finish(engine: Engin
 
     assert during.status is JobStatus.CANCELLING
     assert during.counts[RequestState.CANCELLED] == 2
-    assert finished == [(job, JobStatus.CANCELLED.value)]
+    assert _ends(finished) == [(job, JobStatus.CANCELLED)]
     after = get_job(engine, job)
     assert after.counts[RequestState.SUCCEEDED] == 1
     assert claim(engine, job, [1, 2], "w2", lease_s=60, now=time.time()) == []
