@@ -4,21 +4,36 @@ The check reads the key's row each time (one primary-key lookup), so a key revok
 ``batchyard keys revoke`` is refused by a running producer on its very next call. With no key
 the caller is the ``default`` tenant (the embedded, single-user mode) unless the deployment
 set ``BATCHYARD_REQUIRE_API_KEY=1``.
+
+A submission on PostgreSQL skips that read when it can (its input is a list or a regular file,
+which can be read again): it validates its input against the access the last one read, and
+the job's insert checks, in the same statement, that the rows it was read from are unchanged
+(``storage.tenants.AccessCheck``). If they changed, nothing is written and the submission
+starts again with a fresh read; an input refused under that access is refused only after a
+fresh read found the access unchanged (a loosened limit applies at once too). So a revocation
+or new limits apply to the very next submission, as before, and a realtime submit is one
+statement, not two.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 from sqlalchemy import Connection, Engine
 
 from producers.parse import InputReader, Source
 from schemas.errors import AccessDeniedError, InputError, InputProblem
-from schemas.tenants import DEFAULT_TENANT, Access, Identity, TenantLimits
+from schemas.tenants import Access, Identity, TenantLimits
 from storage.jobs import NewRequest
-from storage.tenants import authenticate, authorize, get_tenant, live_requests, lock_tenant
+from storage.tenants import (
+    AccessCheck,
+    authenticate,
+    live_requests,
+    lock_tenant,
+    read_access,
+)
 
 __all__ = ["Caller", "allowed_names", "check_queue", "guarded_rows", "queue_capped"]
 
@@ -30,19 +45,38 @@ class Caller:
     engine: Engine
     api_key: SecretStr | None
     required: bool = False
+    _last: dict[str | None, tuple[Access, AccessCheck]] = field(
+        default_factory=dict, compare=False, repr=False)
+    """The access last read, by key: what ``access(reuse=True)`` hands out unread."""
 
     def identity(self) -> Identity:
         """The caller's tenant and key; AccessDeniedError for a bad, revoked or missing key."""
         key = self._key()
         return Identity() if key is None else authenticate(self.engine, key)
 
-    def access(self) -> Access:
+    def access(self, *, reuse: bool = False) -> tuple[Access, AccessCheck | None]:
         """``identity`` with the limits a submission must fit, in one read of the database
-        (the tenant's row for a keyless caller; the key's joined to its tenant's with one)."""
+        (the tenant's row for a keyless caller; the key's joined to its tenant's with one).
+
+        ``reuse`` (PostgreSQL): the access last read, without reading, and the check the
+        job's insert must make that it still holds (``create_job(still=)``; on
+        ``StaleAccessError``, call again without ``reuse``). A fresh read comes with no check.
+        """
+        last = self._last.get(self._key())  # one entry at most: the key is the producer's
+        if reuse and last is not None and self.engine.dialect.name == "postgresql":
+            return last
+        return self.read()[0], None
+
+    def read(self) -> tuple[Access, AccessCheck | None]:
+        """Read the access (kept for the next ``access(reuse=True)``), with the check of the
+        rows it was read from (None: limits a statement cannot compare; not kept)."""
         key = self._key()
-        if key is None:
-            return Access(tenant_limits=get_tenant(self.engine, DEFAULT_TENANT).limits)
-        return authorize(self.engine, key)
+        access, check = read_access(self.engine, key)
+        if check is None:
+            self._last.pop(key, None)
+        else:
+            self._last[key] = (access, check)
+        return access, check
 
     def _key(self) -> str | None:
         """The API key; None for the keyless default tenant (AccessDeniedError if a key is

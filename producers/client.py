@@ -7,6 +7,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from kombu.exceptions import KombuError
@@ -27,6 +28,7 @@ from schemas.errors import InputError, InputProblem
 from schemas.jobs import JobOptions, JobView
 from schemas.keys import Tier
 from schemas.settings import Settings
+from schemas.tenants import Access
 from storage import (
     NewJob,
     cancel_job,
@@ -36,9 +38,9 @@ from storage import (
     get_job,
     iter_results,
     make_engine,
-    mark_dispatched,
 )
 from storage.outage import UNREACHABLE, unavailable
+from storage.tenants import AccessCheck, StaleAccessError
 
 __all__ = ["Producer", "new_job_id"]
 
@@ -86,8 +88,45 @@ class Producer:
         (e.g. "24h"), ``routing`` (strategy, require_tags).
         """
         tier = Tier(tier)
+        # On PostgreSQL the access last read is reused when the input can be read again: the
+        # insert checks it still holds (producers/auth.py), else it is read and the input
+        # validated again.
+        reuse = isinstance(source, list | tuple) or (
+            isinstance(source, str | Path) and Path(source).is_file())  # not a pipe
         with self._database("the job was not stored"):
-            caller = self.caller.access()  # the key's limits apply on top of the tenant's
+            caller, still = self.caller.access(reuse=reuse)
+        try:
+            job_id, tenant, total = self._store(caller, still, source, tier, model, metadata,
+                                                options)
+        except (StaleAccessError, InputError) as exc:
+            if still is None:
+                raise
+            # Validated against the access the last submit read: read it again. The insert
+            # found it changed, or the input was refused and the change may allow it.
+            with self._database("the job was not stored"):
+                caller, now = self.caller.read()
+            if isinstance(exc, InputError) and now == still:
+                raise
+            job_id, tenant, total = self._store(caller, None, source, tier, model, metadata,
+                                                options)
+        conf = self.settings.producer
+        try:
+            self.publisher.publish(job_id, tier, range(total), conf.chunk_sizes[tier])
+            published = True
+        except (KombuError, RedisError, OSError) as exc:
+            # The job is stored (the database is the truth): the reconciler publishes jobs
+            # left undispatched once the broker answers again. Nothing is lost; it waits.
+            log.warning("job %s is stored but the broker did not take it (%s); it will be "
+                        "queued by the reconciler once the broker answers", job_id, exc)
+            published = False
+        with self._database(f"job {job_id} is stored and will run; check it with `status`"):
+            return get_job(self.engine, job_id, tenant=tenant, dispatched=published)
+
+    def _store(self, caller: Access, still: AccessCheck | None, source: Source, tier: Tier,  # noqa: PLR0913
+               model: str | None, metadata: dict[str, Any] | None, options: dict[str, Any]
+               ) -> tuple[str, str, int]:
+        """Validate and insert the job under ``caller``'s access (checked to still hold with
+        ``still``); its id, tenant and request count."""
         who, limits, own = caller.identity, caller.tenant_limits, caller.key_limits
         tenant = who.tenant_id
         try:
@@ -113,20 +152,8 @@ class Producer:
         with self._database(f"job {job_id} was not stored"):  # one transaction: all or nothing
             rows, check = guarded_rows(who, limits, own, reader, source)
             total = create_job(self.engine, job, rows, batch=conf.insert_batch, check=check,
-                               check_reads=queue_capped(limits, own))
-        try:
-            self.publisher.publish(job_id, tier, range(total), conf.chunk_sizes[tier])
-            published = True
-        except (KombuError, RedisError, OSError) as exc:
-            # The job is stored (the database is the truth): the reconciler publishes jobs
-            # left undispatched once the broker answers again. Nothing is lost; it waits.
-            log.warning("job %s is stored but the broker did not take it (%s); it will be "
-                        "queued by the reconciler once the broker answers", job_id, exc)
-            published = False
-        with self._database(f"job {job_id} is stored and will run; check it with `status`"):
-            if published:
-                mark_dispatched(self.engine, job_id)
-            return get_job(self.engine, job_id, tenant=tenant)
+                               check_reads=queue_capped(limits, own), still=still)
+        return job_id, tenant, total
 
     def status(self, job_id: str) -> JobView:
         """Counts per state, tokens and cost so far; NotFoundError for an unknown job (or

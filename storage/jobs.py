@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, Select, bindparam, func, insert, select, text, update
 
 from schemas.batch import BatchError, BatchOutputLine, BatchResponse
 from schemas.errors import NotFoundError
@@ -35,6 +35,7 @@ from storage.batched import json_rows
 from storage.db import without_transaction
 from storage.models import JOBS, REQUESTS, state_in, state_is
 from storage.requests import finalize_job
+from storage.tenants import AccessCheck, StaleAccessError, access_holds
 
 __all__ = [
     "NewJob",
@@ -73,8 +74,9 @@ class NewJob:
     api_key_id: str | None = None
 
 
-def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch: int,
-               check: Callable[[Connection], None], check_reads: bool = True) -> int:
+def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch: int,  # noqa: PLR0913
+               check: Callable[[Connection], None], check_reads: bool = True,
+               still: AccessCheck | None = None) -> int:
     """Insert a job and all its requests in one transaction; return the count.
 
     ``rows`` may be a lazy parser: its rows are inserted in batches as they come. After the
@@ -86,6 +88,11 @@ def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch
     count). A job whose rows all fit one batch is then checked first and, on PostgreSQL,
     written as one statement without BEGIN and COMMIT: one round trip where there were four
     (a realtime request's submit).
+
+    ``still`` (PostgreSQL): the tenant's and key's rows the caller's access was read from, as
+    read. They are checked in the job's transaction (in its one statement, when it is one) and
+    ``StaleAccessError`` is raised, nothing written, if they changed: the caller validated the
+    input against that access without reading it again.
     """
     now = datetime.now(UTC)
     opts = job.options
@@ -102,13 +109,18 @@ def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch
     if not check_reads and 0 < len(first) < batch and engine.dialect.name == "postgresql":
         with without_transaction(engine) as conn:
             check(conn)  # the whole input was read: its problems are known
-            conn.execute(_job_with_rows(tuple(values)), {
+            written = conn.execute(_job_with_rows(tuple(values), still is not None), {
                 **{f"j_{k}": v for k, v in values.items()}, "j_status": JobStatus.IN_PROGRESS,
                 "j_total": len(first),
                 "j_rows": json_rows([(r["seq"], r["custom_id"], r["model"], r["body"])
-                                     for r in first])})
+                                     for r in first]),
+                **(still.params() if still is not None else {})}).scalar()
+        if not written:
+            raise StaleAccessError(f"the access of tenant {job.tenant_id!r} changed")
         return len(first)
     with engine.begin() as conn:
+        if still is not None and not conn.execute(_ACCESS_HOLDS, still.params()).scalar():
+            raise StaleAccessError(f"the access of tenant {job.tenant_id!r} changed")
         if len(first) < batch:  # the whole input at hand: the job is written whole at once
             conn.execute(_INSERT_JOB, {**values, "status": JobStatus.IN_PROGRESS,
                                        "total": len(first)})
@@ -147,14 +159,26 @@ _DISPATCHED = (update(_J).where(_J.c.id == bindparam("d_job"))
                .values(dispatched_at=bindparam("d_at")))
 
 
+_ACCESS_HOLDS = select(access_holds())
+
+
 @cache
-def _job_with_rows(keys: tuple[str, ...]) -> Insert:
-    """PostgreSQL: a job's row and its requests' rows in one INSERT. The job is a
-    data-modifying CTE; the rows come as one JSON parameter of ``[seq, custom_id, model,
-    body]`` arrays (see storage/batched.py for why JSON rather than a VALUES list)."""
-    new_job = insert(_J).values(
-        {k: bindparam(f"j_{k}", type_=_J.c[k].type) for k in (*keys, "status", "total")}
-    ).cte("new_job")
+def _job_with_rows(keys: tuple[str, ...], guarded: bool) -> Select[int]:
+    """PostgreSQL: a job's row and its requests' rows in one statement, which returns how
+    many jobs it wrote (1, or 0 when the guard failed). Both INSERTs are data-modifying CTEs;
+    the rows come as one JSON parameter of ``[seq, custom_id, model, body]`` arrays (see
+    storage/batched.py for why JSON rather than a VALUES list), read joined to the new job.
+
+    ``guarded``: the job is inserted only if ``access_holds`` (bound from an
+    ``AccessCheck``), and so its rows: nothing is written when the access changed. (Counted
+    by a SELECT: the driver's rowcount of an INSERT whose CTE returns rows is -1.)
+    """
+    names = (*keys, "status", "total")
+    values = select(*(bindparam(f"j_{k}", type_=_J.c[k].type).label(k) for k in names))
+    if guarded:
+        values = values.where(access_holds())
+    new_job = (insert(_J).from_select([_J.c[k] for k in names], values)
+               .returning(_J.c.id).cte("new_job"))
     columns = [_T.c[name] for name in ("job_id", "seq", "custom_id", "model", "body",
                                        *_QUEUED_ROW)]
     fixed = ", ".join(f"{value!r} AS {name}" if isinstance(value, str) else f"{value} AS {name}"
@@ -162,9 +186,11 @@ def _job_with_rows(keys: tuple[str, ...]) -> Insert:
     lines = text(
         "SELECT CAST(:j_id AS varchar) AS job_id, (x->>0)::integer AS seq, x->>1 AS custom_id, "
         f"x->>2 AS model, x->>3 AS body, {fixed} "
-        "FROM json_array_elements(CAST(:j_rows AS json)) AS r(x)"
+        "FROM new_job, json_array_elements(CAST(:j_rows AS json)) AS r(x)"
     ).columns(*columns)
-    return insert(_T).from_select(columns, lines).add_cte(new_job)
+    new_rows = insert(_T).from_select(columns, lines).cte("new_rows")
+    # the jobs written (1 or 0): a data-modifying CTE runs whether or not it is read
+    return select(func.count()).select_from(new_job).add_cte(new_job, new_rows)
 
 
 COPY_MIN_ROWS = 64
@@ -215,14 +241,21 @@ _STATUS = select(_J, _count_of(RequestState.RUNNING).label("n_running"),
                  _count_of(RequestState.DEFERRED).label("n_deferred")
                  ).where(_J.c.id == bindparam("g_job"))
 _STATUS_OF = _STATUS.where(_J.c.tenant_id == bindparam("g_tenant"))
+_DISPATCHED_STATUS = {  # PostgreSQL: the job marked dispatched, and read, in one statement
+    status: status.add_cte(_DISPATCHED.cte("dispatched")) for status in (_STATUS, _STATUS_OF)}
 _PAUSED = select(_T.c.error_message).where(
     _T.c.job_id == bindparam("g_job"), state_is(RequestState.DEFERRED),
     _T.c.error_code == BUDGET_PAUSED).limit(1)
 
 
-def get_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> JobView:
+def get_job(engine: Engine, job_id: str, *, tenant: str | None = None,
+            dispatched: bool = False) -> JobView:
     """The job's status, counts per state, tokens and cost; NotFoundError when absent (or,
     given ``tenant``, owned by another tenant).
+
+    ``dispatched``: first note that every chunk of the job was published (``mark_dispatched``),
+    on PostgreSQL in the same statement (a data-modifying CTE; the read is of the statement's
+    snapshot, which is all a view shows).
 
     Its cost does not grow with the job: the terminal counts are the job row's counters
     (moved in the same transactions as the rows), running and deferred rows are counted
@@ -231,14 +264,21 @@ def get_job(engine: Engine, job_id: str, *, tenant: str | None = None) -> JobVie
     job on each call: about 10 ms of PostgreSQL's CPU for 20,000 of them, at every poll of
     every ``wait``. One statement, so the counters and the counts are of one snapshot.
     """
-    params = {"g_job": job_id, "g_tenant": tenant}
+    params = {"g_job": job_id, "g_tenant": tenant, "d_job": job_id, "d_at": datetime.now(UTC)}
+    status = _STATUS if tenant is None else _STATUS_OF
     with without_transaction(engine) as conn:
-        job = conn.execute(_STATUS if tenant is None else _STATUS_OF, params).first()
+        if dispatched and engine.dialect.name == "postgresql":
+            status = _DISPATCHED_STATUS[status]
+        elif dispatched:
+            conn.execute(_DISPATCHED, params)
+        job = conn.execute(status, params).first()
         if job is None:
             raise NotFoundError(f"no job {job_id!r}")
         paused = None
         if job.n_deferred:
             paused = conn.execute(_PAUSED, params).scalar()
+        if dispatched:
+            conn.commit()  # SQLite's transaction; PostgreSQL's statement committed on its own
     queued = (job.total - job.succeeded - job.failed - job.cancelled - job.expired
               - job.n_running - job.n_deferred)
     live = {RequestState.QUEUED: queued, RequestState.DEFERRED: job.n_deferred,

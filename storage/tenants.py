@@ -4,24 +4,47 @@ A key is ``bya_<id>_<secret>`` with 8 hex digits of id and 32 bytes of URL-safe 
 ``sha256(key)`` is stored: a key has 256 bits of entropy, so a fast hash is as safe as a slow
 one here (nothing to brute-force) and lets every call check its key with one primary-key read.
 Because every call reads the key row afresh, a revocation takes effect on the next call.
+
+A submission on PostgreSQL need not read it first: ``read_access`` returns, with the access,
+an ``AccessCheck`` of the rows as read, and the job's insert checks that they still hold
+(``access_holds``) in the statement that writes the job. If one changed, nothing is written
+and ``StaleAccessError`` says to read the access again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    String,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 
 from schemas.errors import AccessDeniedError, InputError, InputProblem, NotFoundError
 from schemas.jobs import TERMINAL_JOB_STATUSES, RequestState
 from schemas.tenants import (
     BUDGET_PAUSED,
+    DEFAULT_TENANT,
     KEY_PREFIX,
     Access,
     ApiKeyView,
@@ -36,6 +59,9 @@ from storage.db import without_transaction
 from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS, state_is
 
 __all__ = [
+    "AccessCheck",
+    "StaleAccessError",
+    "access_holds",
     "authenticate",
     "authorize",
     "create_key",
@@ -45,6 +71,7 @@ __all__ = [
     "list_tenants",
     "live_requests",
     "lock_tenant",
+    "read_access",
     "revoke_key",
     "set_key_limits",
     "set_limits",
@@ -195,6 +222,41 @@ def authorize(engine: Engine, key: str) -> Access:
     """``authenticate``, with the limits a submission must fit (the tenant's and the key's
     own), in one read without a transaction: a submit with a key asks the database once
     before its insert."""
+    return read_access(engine, key)[0]
+
+
+@dataclass(frozen=True)
+class AccessCheck:
+    """The rows an ``Access`` was read from, as read: the tenant's limits and, for a key, the
+    key's tenant and limits (JSON text). ``access_holds`` checks them in a statement."""
+
+    tenant_id: str
+    tenant_limits: str
+    key_id: str | None = None
+    key_limits: str = "null"
+
+    def params(self) -> dict[str, Any]:
+        """The bound values of ``access_holds``."""
+        return {"a_tenant": self.tenant_id, "a_tenant_limits": self.tenant_limits,
+                "a_key": self.key_id, "a_key_limits": self.key_limits}
+
+
+class StaleAccessError(Exception):
+    """The tenant's or the key's row is no longer as its ``AccessCheck`` says (new limits, a
+    revoked key): nothing was written; read the access again."""
+
+
+def read_access(engine: Engine, key: str | None) -> tuple[Access, AccessCheck | None]:
+    """The caller's access (``authorize``; the ``default`` tenant's for no key) and the
+    check of the rows it was read from (None if their limits hold text PostgreSQL's jsonb
+    cannot compare: a NUL, a lone surrogate). One read without a transaction."""
+    if key is None:
+        with without_transaction(engine) as conn:
+            row = conn.execute(_TENANT, {"t_id": DEFAULT_TENANT}).first()
+        if row is None:
+            raise NotFoundError(f"no tenant {DEFAULT_TENANT!r}")
+        return (Access(tenant_limits=TenantLimits.model_validate(row.limits or {})),
+                _check(DEFAULT_TENANT, row.limits))
     denied = AccessDeniedError("invalid or revoked API key")
     parts = key.split("_")
     if len(parts) < 3 or not key.startswith(KEY_PREFIX):
@@ -206,9 +268,44 @@ def authorize(engine: Engine, key: str) -> Access:
         raise denied
     if not hmac.compare_digest(row.secret_hash, _hash(key)):
         raise denied
-    return Access(identity=Identity(tenant_id=str(row.tenant_id), key_id=key_id),
-                  tenant_limits=TenantLimits.model_validate(row.tenant_limits or {}),
-                  key_limits=TenantLimits.model_validate(row.key_limits or {}))
+    tenant = str(row.tenant_id)
+    access = Access(identity=Identity(tenant_id=tenant, key_id=key_id),
+                    tenant_limits=TenantLimits.model_validate(row.tenant_limits or {}),
+                    key_limits=TenantLimits.model_validate(row.key_limits or {}))
+    return access, _check(tenant, row.tenant_limits, key_id, row.key_limits)
+
+
+def _check(tenant_id: str, tenant_limits: Any, key_id: str | None = None,
+           key_limits: Any = None) -> AccessCheck | None:
+    texts = [json.dumps(limits, ensure_ascii=False) for limits in (tenant_limits, key_limits)]
+    for text in texts:
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # a lone surrogate
+            return None
+        if "\\u0000" in text:  # jsonb holds no NUL
+            return None
+    return AccessCheck(tenant_id=tenant_id, tenant_limits=texts[0], key_id=key_id,
+                       key_limits=texts[1])
+
+
+def _as_read(column: Any, param: str) -> ColumnElement[bool]:
+    """PostgreSQL: ``column`` (JSON) holds what was read as the JSON text ``param`` (jsonb
+    compares values, not spelling; SQL NULL and JSON null both read as None)."""
+    return (func.coalesce(cast(column, JSONB), cast(literal("null"), JSONB))
+            == cast(bindparam(param, type_=String), JSONB))
+
+
+def access_holds() -> ColumnElement[bool]:
+    """PostgreSQL: true while the rows an ``AccessCheck`` was read from are as it says: the
+    tenant's limits and, for a key, the key is not revoked, is its tenant's, and its limits
+    are unchanged. Bound with ``AccessCheck.params``."""
+    tenant = exists().where(_T.c.id == bindparam("a_tenant", type_=String),
+                            _as_read(_T.c.limits, "a_tenant_limits"))
+    key = exists().where(_K.c.id == bindparam("a_key", type_=String),
+                         _K.c.tenant_id == bindparam("a_tenant", type_=String),
+                         _K.c.revoked_at.is_(None), _as_read(_K.c.limits, "a_key_limits"))
+    return tenant & or_(bindparam("a_key", type_=String).is_(None), key)
 
 
 def _utc(value: Any) -> Any:

@@ -205,12 +205,12 @@ class Engine:
         self._writer.put(outcome)
 
     def _finished(self, ended: Sequence[JobEnding]) -> None:
-        """On the writer, once the jobs' ends are committed: log them, then tell
-        ``on_finished`` (the runtime announces them to waiters)."""
-        for ending in ended:
-            log.info("job %s %s", ending.id, ending.status.value)
+        """On the writer, once the jobs' ends are committed: tell ``on_finished`` (the
+        runtime announces them to waiters), then log them."""
         if self._on_finished is not None:
             self._on_finished(ended)
+        for ending in ended:
+            log.info("job %s %s", ending.id, ending.status.value)
 
     def refuse_new(self) -> None:
         """Start no more calls: chunks being accepted raise ShuttingDown (back to the queue).

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import Engine, func, select
 
 from producers import Producer
-from schemas.errors import AccessDeniedError, NotFoundError
+from schemas.errors import AccessDeniedError, InputError, NotFoundError
+from schemas.tenants import TenantLimits
 from storage import make_engine
-from storage.tenants import create_key, create_tenant, list_keys, revoke_key
+from storage.models import JOBS
+from storage.tenants import (
+    create_key,
+    create_tenant,
+    list_keys,
+    revoke_key,
+    set_key_limits,
+    set_limits,
+)
 from tests.stack import Stack
 
 
@@ -96,9 +109,6 @@ def test_keys_are_stored_hashed(stack: Stack, keys: dict[str, str], tmp_path: Pa
 
 
 def test_the_model_allow_list_and_max_queued_are_checked_at_submit(stack: Stack) -> None:
-    from schemas.errors import InputError
-    from schemas.tenants import TenantLimits
-
     engine = make_engine(stack.settings.database_url)
     create_tenant(engine, "capped", limits=TenantLimits(models=["small-alias"], max_queued=5))
     capped = _producer(stack, create_key(engine, "capped").key)
@@ -174,4 +184,93 @@ def test_a_keys_own_limits_narrow_its_tenants_at_submit(stack: Stack) -> None:
         TenantLimits()]
     for p in (ci, batch):
         p.close()
+    engine.dispose()
+
+
+def _jobs_of(engine: Engine, tenant: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(JOBS)
+                                .where(JOBS.c.tenant_id == tenant)).scalar_one())
+
+
+@pytest.mark.parametrize("scope", ["tenant", "key"])
+def test_new_limits_apply_to_the_very_next_submit(stack: Stack, scope: str) -> None:
+    """On PostgreSQL a submit reuses the access the last one read, checked by the job's
+    insert: a change of limits in between must still refuse the next submit, and leave
+    nothing behind."""
+    engine = make_engine(stack.settings.database_url)
+    create_tenant(engine, "shifty")
+    key = create_key(engine, "shifty")
+    shifty = _producer(stack, key.key)
+    shifty.submit(["a"], model="small", tier="realtime")  # the access is read here
+    only_large = TenantLimits(models=["large"])
+
+    if scope == "tenant":
+        set_limits(engine, "shifty", only_large)
+    else:
+        set_key_limits(engine, key.view.id, only_large)
+
+    for source in (["b"], iter(["b"])):  # a list can be read again; an iterator cannot
+        with pytest.raises(InputError, match="model 'small' is not allowed"):
+            shifty.submit(source, model="small", tier="realtime")
+    assert _jobs_of(engine, "shifty") == 1
+    assert shifty.submit(["c"], model="large", tier="realtime").total == 1
+    shifty.close()
+    engine.dispose()
+
+
+def test_the_default_tenants_new_limits_apply_to_the_next_keyless_submit(stack: Stack) -> None:
+    engine = make_engine(stack.settings.database_url)
+    anonymous = _producer(stack, None)
+    anonymous.submit(["a"], model="small", tier="realtime")
+
+    set_limits(engine, "default", TenantLimits(models=["large"]))
+
+    with pytest.raises(InputError, match="model 'small' is not allowed for tenant 'default'"):
+        anonymous.submit(["b"], model="small", tier="realtime")
+    assert _jobs_of(engine, "default") == 1
+    anonymous.close()
+    engine.dispose()
+
+
+def test_a_loosened_limit_applies_to_the_very_next_submit(stack: Stack) -> None:
+    engine = make_engine(stack.settings.database_url)
+    create_tenant(engine, "growing", limits=TenantLimits(models=["small"]))
+    growing = _producer(stack, create_key(engine, "growing").key)
+    growing.submit(["a"], model="small", tier="realtime")  # the access is read here
+    both = [{"model": m, "messages": [{"role": "user", "content": m}]} for m in ("small", "large")]
+    with pytest.raises(InputError, match="model 'large' is not allowed"):
+        growing.submit(both, tier="realtime")
+
+    set_limits(engine, "growing", TenantLimits(models=["small", "large"]))
+
+    assert growing.submit(both, tier="realtime").total == 2
+    growing.close()
+    engine.dispose()
+
+
+def test_a_submit_from_a_pipe_after_a_change_of_limits_reads_it_once(
+        stack: Stack, tmp_path: Path) -> None:
+    """A pipe cannot be read twice: its submit reads the access first, as it always did."""
+    engine = make_engine(stack.settings.database_url)
+    anonymous = _producer(stack, None)
+    anonymous.submit(["a"], model="small", tier="realtime")
+    set_limits(engine, "default", TenantLimits(rpm=1000))  # the access read above is stale
+    fifo = tmp_path / "input.jsonl"
+    os.mkfifo(fifo)
+    lines = "".join(json.dumps({"custom_id": f"r{i}", "method": "POST",
+                                "url": "/v1/chat/completions",
+                                "body": {"model": "small",
+                                         "messages": [{"role": "user", "content": "hi"}]}}) + "\n"
+                    for i in range(3))
+    writer = threading.Thread(target=fifo.write_text, args=(lines,), daemon=True)
+    writer.start()
+    stored: list[object] = []
+    submit = threading.Thread(target=lambda: stored.append(anonymous.submit(str(fifo))),
+                              daemon=True)  # a second open of the pipe would never return
+    submit.start()
+    submit.join(60)
+
+    assert [getattr(job, "total", None) for job in stored] == [3]
+    anonymous.close()
     engine.dispose()

@@ -172,12 +172,18 @@ def test_progress_events_are_throttled_and_only_sent_when_progress_moved(engine:
     assert [p["request_counts"]["succeeded"] for p in progress] == [1, 2]  # type: ignore[index]
 
 
-def test_a_job_marked_dispatched_is_no_longer_left_for_the_reconciler(engine: Engine) -> None:
+@pytest.mark.parametrize("how", ["mark_dispatched", "get_job"])
+def test_a_job_marked_dispatched_is_no_longer_left_for_the_reconciler(engine: Engine,
+                                                                       how: str) -> None:
     job_id = _job(engine, 2)
     later = datetime.now(UTC) + timedelta(minutes=5)
     left_before = find_undispatched_jobs(engine, older_than=later)
 
-    mark_dispatched(engine, job_id)
+    if how == "mark_dispatched":
+        mark_dispatched(engine, job_id)
+    else:  # what a producer's submit does once its chunks are published
+        view = get_job(engine, job_id, dispatched=True)
+        assert (view.id, view.total, view.counts[RequestState.QUEUED]) == (job_id, 2, 2)
 
     assert left_before == [(job_id, Tier.BULK)]
     assert find_undispatched_jobs(engine, older_than=later) == []  # committed: a new reader
