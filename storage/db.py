@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Label, create_engine, event, func, literal_column, true
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
-__all__ = ["make_engine", "without_transaction"]
+__all__ = ["lazy_commit", "make_engine", "without_transaction"]
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 PING_AFTER_IDLE_S = 1.0
@@ -42,6 +42,24 @@ def without_transaction(engine: Engine) -> Connection:
     if engine.dialect.name == "postgresql":
         conn.execution_options(isolation_level="AUTOCOMMIT")
     return conn
+
+
+def lazy_commit() -> Label[str]:
+    """PostgreSQL: a column that makes its statement's commit asynchronous (the statement's
+    own transaction only: ``set_config(..., is_local => true)``; the session keeps its
+    setting). The commit returns before its WAL record is flushed: a server crash in the next
+    few hundred milliseconds (``wal_writer_delay``) can lose it, and nothing else can.
+
+    Only for writes whose loss delays work and loses nothing, which a later durable commit
+    makes durable too (the WAL is flushed in order). The claim: a lost lease leaves its row
+    waiting; the worker's write finishes a waiting row as well as a running one, and the
+    reconciler hands a row with no message back to the queue. The dispatched mark: a lost
+    one makes the reconciler publish the job again, and claims dedupe. Never the submit
+    (published ids must exist) nor the write of results (a waiter is told they are stored).
+    Measured on the realtime path: a WAL flush is 0.1-0.2 ms of a claim's 0.3.
+    """
+    return func.set_config(literal_column("'synchronous_commit'"), literal_column("'off'"),
+                           true()).label("lazy_commit")
 
 
 def _ping_when_idle(engine: Engine) -> None:

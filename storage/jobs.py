@@ -32,7 +32,7 @@ from schemas.jobs import (
 from schemas.keys import Tier
 from schemas.tenants import BUDGET_PAUSED, DEFAULT_TENANT
 from storage.batched import json_rows
-from storage.db import without_transaction
+from storage.db import lazy_commit, without_transaction
 from storage.models import JOBS, REQUESTS, state_in, state_is
 from storage.requests import finalize_job
 from storage.tenants import AccessCheck, StaleAccessError, access_holds
@@ -242,7 +242,9 @@ _STATUS = select(_J, _count_of(RequestState.RUNNING).label("n_running"),
                  ).where(_J.c.id == bindparam("g_job"))
 _STATUS_OF = _STATUS.where(_J.c.tenant_id == bindparam("g_tenant"))
 _DISPATCHED_STATUS = {  # PostgreSQL: the job marked dispatched, and read, in one statement
-    status: status.add_cte(_DISPATCHED.cte("dispatched")) for status in (_STATUS, _STATUS_OF)}
+    # whose commit is not waited for: a lost mark only publishes the job again (lazy_commit)
+    status: status.add_cte(_DISPATCHED.cte("dispatched")).add_columns(lazy_commit())
+    for status in (_STATUS, _STATUS_OF)}
 _PAUSED = select(_T.c.error_message).where(
     _T.c.job_id == bindparam("g_job"), state_is(RequestState.DEFERRED),
     _T.c.error_code == BUDGET_PAUSED).limit(1)

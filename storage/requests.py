@@ -33,7 +33,7 @@ from schemas.outcomes import Claimed, Outcome, OutcomeKind
 from schemas.tenants import DEFAULT_TENANT, TenantLimits
 from schemas.webhooks import TERMINAL_EVENTS
 from storage.batched import defer_rows, finish_and_count, finish_rows
-from storage.db import without_transaction
+from storage.db import lazy_commit, without_transaction
 from storage.events import EVENT_COLUMNS, add_job_event, job_ending
 from storage.models import API_KEYS, JOBS, REQUESTS, TENANTS, state_in
 
@@ -102,7 +102,8 @@ def _claim_in_one(retry: bool) -> Select[Any]:
     the claimed rows to the job's routing options and limits. One statement is one implicit
     transaction, so it runs without BEGIN and COMMIT: one round trip where the three
     statements of ``_claim_apart`` took six. Both CTEs always run to completion (PostgreSQL
-    runs a data-modifying CTE whether or not the query reads it).
+    runs a data-modifying CTE whether or not the query reads it). Its commit is not waited
+    for (``lazy_commit``: a lease lost to a server crash delays its row, never loses it).
     """
     claimed = _CLAIMS[retry, True].cte("claimed")
     started = (update(_J)
@@ -111,7 +112,7 @@ def _claim_in_one(retry: bool) -> Select[Any]:
                .values(started_at=bindparam("c_at")).cte("started"))
     context = _JOB_CONTEXT.subquery("context")
     return (select(claimed, context.c.routing, context.c.tenant_id, context.c.limits,
-                   context.c.api_key_id, context.c.key_limits)
+                   context.c.api_key_id, context.c.key_limits, lazy_commit())
             .select_from(claimed.outerjoin(context, true()))
             .add_cte(started))
 

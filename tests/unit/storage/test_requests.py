@@ -61,6 +61,25 @@ def test_a_claimed_row_cannot_be_claimed_again_until_its_lease_ends(engine: Engi
     assert [(r.seq, r.attempts) for r in after_lease] == [(0, 2)]
 
 
+@pytest.mark.parametrize("write", ["claim", "dispatched"])
+def test_a_lazy_commit_leaves_the_connection_committing_durably(postgres_url: str,
+                                                                write: str) -> None:
+    """The claim and the dispatched mark do not wait for their commit (storage.db.lazy_commit)
+    for their own transaction only: the pooled connection's next statement, say a write of
+    results, commits durably."""
+    engine = make_engine(postgres_url, pool_size=1, max_overflow=0)
+    job = _job(engine)
+
+    if write == "claim":
+        assert [r.seq for r in claim(engine, job, [0], "w1", lease_s=60, now=time.time())] == [0]
+    else:
+        assert get_job(engine, job, dispatched=True).total == 3
+
+    with engine.connect() as conn:  # the pool's one connection, which the write used
+        assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+    engine.dispose()
+
+
 def test_an_outcome_recorded_twice_is_charged_and_counted_once(engine: Engine) -> None:
     job = _job(engine, n=2)
     claim(engine, job, [0, 1], "w1", lease_s=60, now=time.time())
