@@ -59,6 +59,26 @@ def test_a_watch_wakes_on_its_jobs_ending_and_not_on_another(redis_url: str) -> 
     endings.close()
 
 
+def test_the_next_watch_reuses_the_connection_and_hears_only_its_own_job(
+        redis_url: str) -> None:
+    endings = Endings(redis_url)
+    admin = redis.Redis.from_url(redis_url)
+    with endings.watch("batch_a"):
+        endings.announce([_ending("batch_a")])  # left unread on the connection
+    connections = admin.info("stats")["total_connections_received"]
+
+    with endings.watch("batch_b") as watch:
+        watch.pause(0.3)
+        assert not watch.heard  # batch_a's ending, still on the connection, is not batch_b's
+        endings.announce([_ending("batch_b")])
+        watch.pause(TIMEOUT_S)
+        assert watch.ending == _ending("batch_b")
+
+    assert admin.info("stats")["total_connections_received"] == connections
+    endings.close()
+    admin.close()
+
+
 def test_announcing_to_an_unreachable_redis_raises_nothing_and_then_waits_a_while(
         monkeypatch: pytest.MonkeyPatch) -> None:
     endings = Endings("redis://127.0.0.1:1/0")  # nothing listens there
