@@ -66,6 +66,7 @@ class Endings:
         self._quiet_until = 0.0
         self._idle: list[redis.client.PubSub] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     def announce(self, ended: Iterable[JobEnding]) -> None:
         """Publish each committed ending in one round trip; a failure is logged, not raised
@@ -103,16 +104,20 @@ class Endings:
         try:
             sub.unsubscribe(channel)
         except (RedisError, OSError):
+            pass
+        else:
+            with self._lock:
+                if not self._closed and len(self._idle) < IDLE_SUBSCRIBERS:
+                    self._idle.append(sub)
+                    return
+        with contextlib.suppress(RedisError, OSError):
             sub.close()
-            return
-        with self._lock:
-            if len(self._idle) < IDLE_SUBSCRIBERS:
-                self._idle.append(sub)
-                return
-        sub.close()
 
     def close(self) -> None:
+        """Close the kept connections and the pool; a watch still running closes its own
+        connection when it ends."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for sub in idle:
             with contextlib.suppress(RedisError, OSError):

@@ -79,6 +79,20 @@ def test_the_next_watch_reuses_the_connection_and_hears_only_its_own_job(
     admin.close()
 
 
+def test_a_watch_that_ends_after_its_producer_closed_leaves_no_connection_open(
+        redis_url: str) -> None:
+    admin = redis.Redis.from_url(redis_url)
+    before = admin.info("clients")["connected_clients"]
+    endings = Endings(redis_url)
+
+    with endings.watch("batch_a"):
+        endings.close()  # say, another thread closing the producer during a wait
+
+    wait_for(lambda: admin.info("clients")["connected_clients"] == before, 10,
+             "the watch's connection to close")
+    admin.close()
+
+
 def test_announcing_to_an_unreachable_redis_raises_nothing_and_then_waits_a_while(
         monkeypatch: pytest.MonkeyPatch) -> None:
     endings = Endings("redis://127.0.0.1:1/0")  # nothing listens there
