@@ -70,6 +70,10 @@ class TcpProxy:
         except OSError:
             writer.transport.abort()
             return
+        if not self._open:  # cut while the upstream connection was being opened
+            writer.transport.abort()
+            up_writer.transport.abort()
+            return
         self._writers.update((writer, up_writer))
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
