@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -48,6 +49,9 @@ announces, and an unreachable Redis must not hold it ``TIMEOUT_S`` on every batc
 IDLE_SUBSCRIBERS = 8
 """Connections kept subscribed to nothing between waits, for the next ones (more concurrent
 waits than this open connections of their own, and close them after)."""
+DRAIN_MAX = 64
+"""Replies read off a kept connection before reuse, at most (two per earlier watch: its
+subscribe's and its unsubscribe's); one with more left over is closed instead."""
 
 
 class Endings:
@@ -56,8 +60,14 @@ class Endings:
     A watch subscribes on a connection of its own (a subscribed connection takes no other
     command); once it ends, the connection is unsubscribed and kept for the next watch. A new
     connection for each wait cost a connect and redis-py's handshake (HELLO, two CLIENT
-    SETINFO): half a millisecond of the producer's CPU and a third of Redis's per realtime
+    SETINFO): half a millisecond of the producer's CPU and a fifth of Redis's per realtime
     request, on the cores the worker needs at that moment.
+
+    A kept connection is checked before reuse (``_reusable``): the replies the last watch
+    left unread are read off without waiting, and one the server closed meanwhile (a
+    restart, an idle timeout) is dropped, so a SUBSCRIBE is never written into a dead socket.
+    Kept connections belong to the process that kept them: after a fork the child opens its
+    own.
     """
 
     def __init__(self, redis_url: str) -> None:
@@ -65,6 +75,7 @@ class Endings:
                                            socket_connect_timeout=TIMEOUT_S)
         self._quiet_until = 0.0
         self._idle: list[redis.client.PubSub] = []
+        self._owner = os.getpid()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -91,11 +102,19 @@ class Endings:
         return EndingWatch(self, job_id)
 
     def subscriber(self) -> redis.client.PubSub:
-        """A connection for one watch: an idle one if there is one, else a new one."""
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
+        """A connection for one watch: a kept one that is still good, else a new one."""
+        while (sub := self._kept()) is not None:
+            if _reusable(sub):
+                return sub
+            with contextlib.suppress(RedisError, OSError):
+                sub.close()
         return self._redis.pubsub(ignore_subscribe_messages=True)
+
+    def _kept(self) -> redis.client.PubSub | None:
+        with self._lock:
+            if self._owner != os.getpid():  # a forked child: the parent's, not to be touched
+                self._idle, self._owner = [], os.getpid()
+            return self._idle.pop() if self._idle else None
 
     def give_back(self, sub: redis.client.PubSub, channel: str) -> None:
         """Unsubscribe ``sub`` from ``channel`` and keep it for the next watch (closed if
@@ -107,7 +126,8 @@ class Endings:
             pass
         else:
             with self._lock:
-                if not self._closed and len(self._idle) < IDLE_SUBSCRIBERS:
+                if (not self._closed and self._owner == os.getpid()
+                        and len(self._idle) < IDLE_SUBSCRIBERS):
                     self._idle.append(sub)
                     return
         with contextlib.suppress(RedisError, OSError):
@@ -194,6 +214,25 @@ class EndingWatch:
             with contextlib.suppress(RedisError, OSError):
                 self._sub.close()
             self._sub = None
+
+
+def _reusable(sub: redis.client.PubSub) -> bool:
+    """Read off what earlier watches left on ``sub`` without waiting (their subscribe's and
+    unsubscribe's replies, an ending that came after they stopped reading); False if the
+    server closed the connection meanwhile, or it holds more than that."""
+    conn = sub.connection
+    if conn is None:
+        return False
+    try:
+        for _ in range(DRAIN_MAX):
+            if not conn.can_read(timeout=0):  # raises once the server closed it
+                return True
+            if not sub.subscribed:
+                return False  # a reply with no subscription left to explain it
+            sub.get_message(timeout=0)
+    except (RedisError, OSError, TypeError, ValueError):
+        return False
+    return False
 
 
 def _text(value: Any) -> str:

@@ -6,6 +6,7 @@ ending was announced and heard (or the job had ended before its first read).
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -77,6 +78,50 @@ def test_the_next_watch_reuses_the_connection_and_hears_only_its_own_job(
     assert admin.info("stats")["total_connections_received"] == connections
     endings.close()
     admin.close()
+
+
+def test_a_kept_connection_the_server_closed_is_not_reused(redis_url: str) -> None:
+    """A restart or an idle timeout closes kept connections: the next watch must not write
+    its SUBSCRIBE into a dead socket (it would poll instead of being woken)."""
+    endings = Endings(redis_url)
+    admin = redis.Redis.from_url(redis_url)
+    with endings.watch("batch_a"):
+        pass  # its connection is kept
+    for client in admin.client_list():
+        if client["cmd"] == "unsubscribe":  # the kept one's last command
+            admin.client_kill(client["addr"])
+
+    with endings.watch("batch_b") as watch:
+        endings.announce([_ending("batch_b")])
+        watch.pause(TIMEOUT_S)
+
+    assert watch.ending == _ending("batch_b")
+    endings.close()
+    admin.close()
+
+
+def test_a_forked_child_does_not_share_its_parents_kept_connection(redis_url: str) -> None:
+    endings = Endings(redis_url)
+    with endings.watch("batch_a"):
+        pass  # its connection is kept, then inherited by the child
+    child = os.fork()
+    if child == 0:  # the child: hear its own job's ending on a connection of its own
+        code = 1
+        try:
+            with endings.watch("batch_child") as watch:
+                endings.announce([_ending("batch_child")])
+                watch.pause(TIMEOUT_S)
+                code = 0 if watch.ending == _ending("batch_child") else 1
+        finally:
+            os._exit(code)
+    with endings.watch("batch_parent") as watch:
+        endings.announce([_ending("batch_parent")])
+        watch.pause(TIMEOUT_S)
+
+    _, status = os.waitpid(child, 0)
+    assert watch.ending == _ending("batch_parent")
+    assert os.waitstatus_to_exitcode(status) == 0
+    endings.close()
 
 
 def test_a_watch_that_ends_after_its_producer_closed_leaves_no_connection_open(
