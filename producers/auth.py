@@ -71,7 +71,11 @@ class Caller:
         """Read the access (kept for the next ``access(reuse=True)``), with the check of the
         rows it was read from (None: limits a statement cannot compare; not kept)."""
         key = self._key()
-        access, check = read_access(self.engine, key)
+        try:
+            access, check = read_access(self.engine, key)
+        except Exception:
+            self._last.pop(key, None)  # revoked, or gone: nothing left to reuse
+            raise
         if check is None:
             self._last.pop(key, None)
         else:

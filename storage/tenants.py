@@ -277,7 +277,13 @@ def read_access(engine: Engine, key: str | None) -> tuple[Access, AccessCheck | 
 
 def _check(tenant_id: str, tenant_limits: Any, key_id: str | None = None,
            key_limits: Any = None) -> AccessCheck | None:
-    texts = [json.dumps(limits, ensure_ascii=False) for limits in (tenant_limits, key_limits)]
+    """The check of the limits as read; None for limits whose JSON a statement cannot
+    compare (a number beyond a float's range, a NUL, a lone surrogate): read every time."""
+    try:
+        texts = [json.dumps(limits, ensure_ascii=False, allow_nan=False)
+                 for limits in (tenant_limits, key_limits)]
+    except ValueError:  # 1e400 reads as inf, which JSON cannot spell
+        return None
     for text in texts:
         try:
             text.encode()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, text
 
 from schemas.keys import Tier
 from schemas.tenants import TenantLimits
@@ -105,3 +105,16 @@ def test_limits_jsonb_cannot_compare_are_read_every_time(engine: Engine) -> None
 
     assert access.tenant_limits.models == ["small\u0000"]
     assert still is None  # no check: the producer reads the access on each submit
+
+
+def test_limits_beyond_a_floats_range_are_read_every_time(engine: Engine) -> None:
+    """1e400 (written by hand) reads as inf, which JSON cannot spell: a check would fail
+    with an error on every submit."""
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE tenants SET limits = CAST(:j AS json) WHERE id = 'default'"),
+                     {"j": '{"budget": {"amount": "1", "period": "rolling", "rolling_s": 1e400}}'})
+
+    access, still = read_access(engine, None)
+
+    assert access.tenant_limits.budget is not None
+    assert still is None
