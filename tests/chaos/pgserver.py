@@ -2,9 +2,11 @@
 
 ``initdb`` in a folder of its own, on a free port, trusting local connections. ``crash`` is
 ``pg_ctl stop -m immediate``: the postmaster and its backends quit at once, without a
-checkpoint and without writing what is still in the WAL buffers, so commits whose WAL flush
-was not waited for (``synchronous_commit = off``) can be lost, and the next start runs crash
-recovery, as after a server crash.
+checkpoint and without writing what is still in the WAL buffers (shared memory), so commits
+whose WAL flush was not waited for (``synchronous_commit = off``) can be lost, and the next
+start runs crash recovery, as after a server crash. PostgreSQL writes such commits out within
+``wal_writer_delay`` (200 ms by default) or a page of further WAL; a longer delay widens that
+window for a test.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def postgres_binaries() -> Path | None:
 class PostgresServer:
     """One throwaway cluster: ``start``, ``crash``, ``start`` again, ``remove``."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, **settings: str) -> None:
         self._bin = bindir
+        self._settings = "".join(f" -c {name}={value}" for name, value in settings.items())
         self.port = _free_port()
         # Not under pytest's tmp_path: its parent is private to root, and the server may run
         # as another user.
@@ -59,7 +62,7 @@ class PostgresServer:
     def start(self) -> None:
         """Start the server (after a crash: recovery first) and wait until it answers."""
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data} "
-                   "-c fsync=on -c synchronous_commit=on")
+                   f"-c fsync=on -c synchronous_commit=on{self._settings}")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"),
                   "-o", options, "-w", "-t", str(START_TIMEOUT_S), "start")
 
