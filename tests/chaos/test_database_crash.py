@@ -13,7 +13,6 @@ them, and nothing is run or charged twice in the database.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from schemas.jobs import JobStatus, RequestState
 from storage import make_engine, upgrade
 from storage.models import REQUESTS
 from tests.chaos.pgserver import PostgresServer, postgres_binaries
+from tests.conftest import _unavailable
 from tests.helpers import wait_for
 from tests.stack import Stack, make_stack
 
@@ -34,10 +34,8 @@ from tests.stack import Stack, make_stack
 def crashable(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
     bindir = postgres_binaries()
     if bindir is None:
-        message = "PostgreSQL's server binaries (initdb, pg_ctl) are not installed"
-        if os.environ.get("BATCHYARD_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        _unavailable("PostgreSQL's server binaries (initdb, pg_ctl)")  # fails or skips
+    assert bindir is not None
     server = PostgresServer(bindir, **request.param)
     try:
         server.start()
