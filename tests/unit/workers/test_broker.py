@@ -12,6 +12,8 @@ import redis
 from kombu import Connection
 
 from schemas.keys import KOMBU_UNACKED_KEY
+from tests.helpers import wait_for
+from workers import broker
 from workers.broker import NOTES_CLIENT_NAME, QoS, Transport
 
 QUEUE = "batchyard-test-chunks"
@@ -32,6 +34,13 @@ def _held(redis_url: str) -> dict[str, str]:
         return {tag: json.loads(note)[0]["body"] for tag, note in notes.items()}
     finally:
         client.close()
+
+
+def _notes_connections(redis_url: str) -> int:
+    admin = redis.Redis.from_url(redis_url)
+    count = sum(c["name"] == NOTES_CLIENT_NAME for c in admin.client_list())
+    admin.close()
+    return count
 
 
 def _drop_notes_connection(redis_url: str) -> None:
@@ -110,3 +119,74 @@ def test_closing_the_channel_puts_back_what_it_held(conn: Connection, redis_url:
     restored = json.loads(client.lindex(QUEUE, 0))  # type: ignore[arg-type]
     assert base64.b64decode(restored["body"]) == held.body == b"held"
     client.close()
+
+
+def test_an_acknowledgement_after_the_channel_closed_leaves_the_redelivered_copy_noted(
+        conn: Connection, redis_url: str) -> None:
+    queue = conn.SimpleQueue(QUEUE)
+    queue.put("late")
+    late = queue.get(timeout=5)
+    conn.default_channel.close()  # the message goes back to its queue
+    with Connection(redis_url, transport=Transport) as again:
+        copy = again.SimpleQueue(QUEUE).get(timeout=5)
+        _qos(again).flush()
+
+        late.ack()  # the first holder's feeder finishes after the close
+        _qos(again).flush()
+
+        assert copy.delivery_tag == late.delivery_tag
+        assert list(_held(redis_url)) == [copy.delivery_tag]
+        wait_for(lambda: _notes_connections(redis_url) == 1, 5,  # the closed channel's is gone
+                 "one notes connection")
+
+
+def test_a_connection_dropped_while_idle_is_noticed_before_the_next_note(
+        conn: Connection, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(broker, "CHECK_AFTER_IDLE_S", 0.0)  # every write counts as after idle
+    queue = conn.SimpleQueue(QUEUE)
+    queue.put("first")
+    queue.put("second")
+    queue.get(timeout=5)
+    _qos(conn).flush()
+    _drop_notes_connection(redis_url)
+
+    second = queue.get(timeout=5)  # no flush: the note must reach Redis on its own
+
+    wait_for(lambda: second.delivery_tag in _held(redis_url), 5, "the second message's note")
+
+
+class FlakyConnect:
+    """Connects to Redis, but fails the first ``failures`` attempts with ``error``."""
+
+    def __init__(self, redis_url: str, failures: int, error: Exception) -> None:
+        self._pool = redis.Redis.from_url(redis_url).connection_pool
+        self.failures = failures
+        self._error = error
+
+    def __call__(self) -> redis.Connection:
+        if self.failures > 0:
+            self.failures -= 1
+            raise self._error
+        return self._pool.connection_class(**self._pool.connection_kwargs)  # type: ignore[no-any-return]
+
+
+def _note(tag: str) -> broker.Note:
+    return (("ZADD", f"{KOMBU_UNACKED_KEY}_index", 1.0, tag),
+            ("HSET", KOMBU_UNACKED_KEY, tag, json.dumps([{"body": tag}, "", QUEUE])))
+
+
+@pytest.mark.parametrize("error", [redis.ConnectionError("refused"), TypeError("a bug")])
+def test_notes_redis_did_not_take_wait_and_are_written_once_it_answers(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    monkeypatch.setattr(broker, "RETRY_AFTER_S", 0.0)
+    connect = FlakyConnect(redis_url, failures=2, error=error)  # the note and its retry
+    notes = broker._Notes(connect)
+
+    notes.send(_note("first"))  # fails twice: kept
+    kept = _held(redis_url)
+    notes.send(_note("second"))  # Redis answers again: both written, in order
+    notes.confirm()
+
+    assert kept == {}
+    assert sorted(_held(redis_url)) == ["first", "second"]
+    notes.close()
