@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from mock_upstream import RunningMock
+from tests.helpers import wait_for
 from tests.unit.mock_upstream.wire import ANTHROPIC, BEDROCK, GEMINI, OPENAI, WIRES, Wire
 
 Serve = Callable[..., RunningMock]
@@ -23,13 +24,6 @@ RATE_LIMITED_TYPE = {
     "gemini": "RESOURCE_EXHAUSTED",
     "bedrock": "ThrottlingException",
 }
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(0.01)
 
 
 @by_name
@@ -133,7 +127,7 @@ def test_timeout_directive_hangs_until_the_client_gives_up(upstream: RunningMock
         pytest.raises(httpx.ReadTimeout),
     ):
         OPENAI.post(client, "[[mock:timeout]]")
-    wait_for(lambda: upstream.stats.by_status["cancelled"] == 1)
+    wait_for(lambda: upstream.stats.by_status["cancelled"] == 1, 5, "the call counted cancelled")
     assert upstream.stats.in_flight == 0
 
 
