@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from kombu import Connection
+from kombu import Connection, Consumer, Queue
+from kombu.message import Message
 
 from schemas.keys import KOMBU_UNACKED_KEY
 from tests.helpers import wait_for
@@ -190,3 +191,24 @@ def test_notes_redis_did_not_take_wait_and_are_written_once_it_answers(
     assert kept == {}
     assert sorted(_held(redis_url)) == ["first", "second"]
     notes.close()
+
+
+def test_a_message_delivered_while_the_channel_closes_goes_back_and_leaves_no_connection(
+        conn: Connection, redis_url: str) -> None:
+    channel = conn.default_channel
+    queue = Queue(QUEUE)
+    conn.Producer().publish("first", routing_key=QUEUE, declare=[queue])
+    taken: list[Message] = []
+    Consumer(channel, [queue], callbacks=[lambda _body, m: taken.append(m)]).consume()
+    conn.drain_events(timeout=5)
+    with pytest.raises(TimeoutError):  # nothing more: the channel is left waiting in BRPOP
+        conn.drain_events(timeout=0.2)
+    conn.Producer().publish("second", routing_key=QUEUE)  # popped by that BRPOP
+
+    channel.close()  # reads the BRPOP's reply first: "second" is taken during the close
+    client = redis.Redis.from_url(redis_url)
+
+    assert [m.body for m in taken] == [b"first", b"second"]
+    assert _held(redis_url) == {} and client.llen(QUEUE) == 2  # both back on their queue
+    wait_for(lambda: _notes_connections(redis_url) == 0, 5, "the notes connection closed")
+    client.close()
