@@ -17,6 +17,7 @@ them, by the reconciler.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -124,8 +125,7 @@ class _Notes:
 
     def _write(self) -> None:
         """Write the due notes not written yet, on a connection that is still there."""
-        notes = list(self._due)[self._sent:]
-        if not notes:
+        if self._sent == len(self._due):
             return
         now = time.monotonic()
         # Every reply was read: anything to read on an idle connection is the server's close.
@@ -135,7 +135,7 @@ class _Notes:
         if self._conn is None:
             self._conn = self._connect()
             self._sent = 0
-            notes = list(self._due)
+        notes = itertools.islice(self._due, self._sent, None)
         commands = [c for note in notes for c in (("MULTI",), *note, ("EXEC",))]
         self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
         self._sent = len(self._due)
