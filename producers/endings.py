@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 import redis
+import redis.asyncio
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -71,8 +72,10 @@ class Endings:
     """
 
     def __init__(self, redis_url: str) -> None:
+        self._url = redis_url
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=TIMEOUT_S,
                                            socket_connect_timeout=TIMEOUT_S)
+        self._async: redis.asyncio.Redis | None = None
         self._quiet_until = 0.0
         self._idle: list[redis.client.PubSub] = []
         self._owner = os.getpid()
@@ -83,8 +86,8 @@ class Endings:
         """Publish each committed ending in one round trip; a failure is logged, not raised
         (the waiters find the end on their next poll), and the announcements of the next
         ``QUIET_AFTER_FAILURE_S`` are skipped."""
-        endings = list(ended)
-        if not endings or time.monotonic() < self._quiet_until:
+        endings = self._due(ended)
+        if not endings:
             return
         try:
             with self._redis.pipeline(transaction=False) as pipe:
@@ -92,10 +95,45 @@ class Endings:
                     pipe.publish(job_ended_channel(ending.id), ending.model_dump_json())
                 pipe.execute()
         except RedisError as exc:
-            self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_S
-            log.info("%d job endings not announced (%s); waiters see them on their next poll, "
-                     "and none is announced for %.0fs", len(endings), exc,
-                     QUIET_AFTER_FAILURE_S)
+            self._failed(len(endings), exc)
+
+    async def announce_async(self, ended: Iterable[JobEnding]) -> None:
+        """``announce`` from an event loop, without blocking it: on a client of redis-py's
+        asyncio, made by the first call and bound to its loop (close it there with
+        ``close_async``)."""
+        endings = self._due(ended)
+        if not endings:
+            return
+        if self._async is None:
+            self._async = redis.asyncio.Redis.from_url(
+                self._url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+        try:
+            if len(endings) == 1:
+                await self._async.publish(job_ended_channel(endings[0].id),
+                                          endings[0].model_dump_json())
+                return
+            async with self._async.pipeline(transaction=False) as pipe:
+                for ending in endings:
+                    pipe.publish(job_ended_channel(ending.id), ending.model_dump_json())
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(len(endings), exc)
+
+    async def close_async(self) -> None:
+        """Close ``announce_async``'s client, on the loop it is bound to."""
+        client, self._async = self._async, None
+        if client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+    def _due(self, ended: Iterable[JobEnding]) -> list[JobEnding]:
+        """The endings to announce: none while quiet after a failure."""
+        return list(ended) if time.monotonic() >= self._quiet_until else []
+
+    def _failed(self, count: int, exc: Exception) -> None:
+        self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_S
+        log.info("%d job endings not announced (%s); waiters see them on their next poll, "
+                 "and none is announced for %.0fs", count, exc, QUIET_AFTER_FAILURE_S)
 
     def watch(self, job_id: str) -> EndingWatch:
         """A subscription to ``job_id``'s ending; enter it before the job's first read."""

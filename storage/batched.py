@@ -21,9 +21,12 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy import Connection, DateTime, TextClause, TextualSelect, bindparam, text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from schemas.jobs import (
     ACTIVE_JOB_STATUSES,
@@ -36,9 +39,9 @@ from schemas.outcomes import Outcome
 from schemas.webhooks import TERMINAL_EVENTS, DeliveryState
 from storage.events import job_ending, new_event_id
 from storage.models import JOBS
-from storage.money import to_pico
+from storage.money import from_pico, to_pico
 
-__all__ = ["defer_rows", "finish_and_count", "finish_rows", "json_rows"]
+__all__ = ["defer_rows", "finish_and_count", "finish_and_count_async", "finish_rows", "json_rows"]
 
 _TERMINAL = ", ".join(f"'{s.value}'" for s in TERMINAL_REQUEST_STATES)
 _ACTIVE = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_JOB_STATUSES))
@@ -54,11 +57,11 @@ _DEFER = (("claim", "text"), ("not_before", "double precision"), ("deployment", 
           ("provider", "text"), ("status_code", "integer"), ("error_code", "text"),
           ("error_message", "text"), ("route", "text"))
 _REFUND = (("refund", "integer"),)
+"""1 for a throttled deferral (our own limits): the attempt its claim counted is given back."""
 _ENDING = ("id", "status", "succeeded", "failed", "cancelled", "expired", "prompt_tokens",
            "completion_tokens", "cost", "started_at", "finalizing_at", "completed_at")
 """The jobs columns of a ``JobEnding``."""
 _ENDING_COLUMNS = ", ".join(f"jobs.{name}" for name in _ENDING)
-"""1 for a throttled deferral (our own limits): the attempt its claim counted is given back."""
 
 
 def _source(dialect: str, fields: Sequence[tuple[str, str]]) -> str:
@@ -163,6 +166,13 @@ def _finish_count_sql() -> TextualSelect:
 
 
 @cache
+def _finish_count_psycopg() -> str:
+    """``_finish_count_sql`` as psycopg's own SQL text (``%(name)s`` parameters), for an
+    async connection of psycopg's outside SQLAlchemy's pool."""
+    return str(_finish_count_sql().compile(dialect=PGDialect_psycopg()))
+
+
+@cache
 def _defer_sql(dialect: str) -> TextClause:
     sets = ", ".join(f"{name} = v.{name}" for name, _ in _DEFER[1:])
     sql = (
@@ -209,11 +219,29 @@ def finish_and_count(conn: Connection, part: Sequence[Outcome], now: datetime
     ``part`` holds at most one outcome per row. One statement is its own transaction: run
     it in autocommit (``storage.db.without_transaction``).
     """
-    events = {job_id: new_event_id() for job_id in {o.job_id for o in part}}
-    rows = conn.execute(_finish_count_sql(), {
-        "rows": _finished(part), "now": now, "epoch": now.timestamp(),
-        "events": json.dumps(events)}).all()
+    rows = conn.execute(_finish_count_sql(), _finish_count_params(part, now)).all()
     return [job_ending(r) for r in rows]
+
+
+async def finish_and_count_async(conn: AsyncConnection[Any], part: Sequence[Outcome],
+                                 now: datetime) -> list[JobEnding]:
+    """``finish_and_count`` on psycopg's async connection, which must be in autocommit: the
+    same statement, its result read as SQLAlchemy would (the cost from picodollars)."""
+    cur = await conn.execute(_finish_count_psycopg(), _finish_count_params(part, now))
+    endings = []
+    for row in await cur.fetchall():
+        job = SimpleNamespace(**dict(zip(_ENDING, row, strict=True)))
+        job.cost = from_pico(job.cost)
+        endings.append(job_ending(job))
+    return endings
+
+
+def _finish_count_params(part: Sequence[Outcome], now: datetime) -> dict[str, Any]:
+    """The parameters of ``_finish_count_sql``: the rows, the time, and a new event id for
+    each of their jobs (used for the jobs the statement ends)."""
+    events = {job_id: new_event_id() for job_id in {o.job_id for o in part}}
+    return {"rows": _finished(part), "now": now, "epoch": now.timestamp(),
+            "events": json.dumps(events)}
 
 
 def defer_rows(conn: Connection, part: Sequence[Outcome]) -> None:

@@ -20,6 +20,7 @@ from functools import partial
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy.exc import SQLAlchemyError
 
+from producers.endings import Endings
 from providers.client import UpstreamClient
 from routing.limits import Limiter
 from routing.quotas import Quotas
@@ -33,6 +34,7 @@ from storage.history import deployment_calls, usage_history
 from storage.requests import claim
 from storage.tenants import wake_scope
 from workers.capacity import Capacity, default_reserve
+from workers.loop_writer import LoopWriter
 from workers.pipeline import Pipeline
 from workers.writer import OutcomeWriter
 
@@ -90,8 +92,7 @@ class Engine:
     """Claims rows, runs them concurrently, and writes their outcomes in batches."""
 
     def __init__(self, settings: Settings, db: DbEngine, catalog: Catalog, *,
-                 on_finished: Callable[[Sequence[JobEnding]], None] | None = None
-                 ) -> None:
+                 endings: Endings | None = None) -> None:
         self._settings = settings.worker
         self._db = db
         self._token = secrets.token_hex(8)
@@ -115,10 +116,14 @@ class Engine:
                                                 history=partial(usage_history, db),
                                                 waker=partial(wake_scope, db),
                                                 recheck_s=settings.worker.budget_recheck_s))
-        self._on_finished = on_finished
+        self._endings = endings
         self._writer = OutcomeWriter(db, batch=settings.worker.write_batch,
                                      on_written=self._capacity.give,
                                      on_finished=self._finished)
+        self._loop_writer = (
+            LoopWriter(db, on_written=self._capacity.give, on_finished=self._finished_on_loop,
+                       fallback=self._writer.put)
+            if settings.worker.loop_writes and db.dialect.name == "postgresql" else None)
 
     @property
     def in_flight(self) -> int:
@@ -202,15 +207,23 @@ class Engine:
         if sent is not None:  # ended without a call (refused, deferred, invalid)
             sent()
         self._running.pop((row.job_id, row.seq), None)
-        self._writer.put(outcome)
+        if sent is not None and self._loop_writer is not None and self._loop_writer.takes(outcome):
+            await self._loop_writer.write(outcome)  # a priority row: see workers/loop_writer.py
+        else:
+            self._writer.put(outcome)
 
     def _finished(self, ended: Sequence[JobEnding]) -> None:
-        """On the writer, once the jobs' ends are committed: tell ``on_finished`` (the
-        runtime announces them to waiters), then log them."""
-        if self._on_finished is not None:
-            self._on_finished(ended)
-        for ending in ended:
-            log.info("job %s %s", ending.id, ending.status.value)
+        """On the writer, once the jobs' ends are committed: announce them to their waiters,
+        then log them."""
+        if self._endings is not None:
+            self._endings.announce(ended)
+        _log_ended(ended)
+
+    async def _finished_on_loop(self, ended: Sequence[JobEnding]) -> None:
+        """``_finished`` for the loop writer's commits, without blocking the loop."""
+        if self._endings is not None:
+            await self._endings.announce_async(ended)
+        _log_ended(ended)
 
     def refuse_new(self) -> None:
         """Start no more calls: chunks being accepted raise ShuttingDown (back to the queue).
@@ -233,11 +246,22 @@ class Engine:
                                          seq=row.seq, claim=row.claim, not_before=time.time(),
                                          error_code="worker_shutdown",
                                          error_message="worker stopped during the call"))
+        if self._loop_writer is not None:  # its last outcome may go to the writer
+            asyncio.run_coroutine_threadsafe(self._loop_writer.close(), self._loop).result(
+                timeout=10)
         self._writer.stop(timeout=max(grace, 5.0))
+        if self._endings is not None:
+            asyncio.run_coroutine_threadsafe(self._endings.close_async(), self._loop).result(
+                timeout=5)
         asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=5)
         asyncio.run_coroutine_threadsafe(self._pipeline.aclose(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+def _log_ended(ended: Sequence[JobEnding]) -> None:
+    for ending in ended:
+        log.info("job %s %s", ending.id, ending.status.value)
 
 
 def new_loop(kind: str) -> asyncio.AbstractEventLoop:

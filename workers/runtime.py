@@ -40,7 +40,7 @@ def build(settings: Settings) -> Runtime:
     catalog = load_catalog(settings.config, read_secret)
     publisher = Publisher(settings.redis_url)
     endings = Endings(settings.redis_url)
-    return Runtime(Engine(settings, db, catalog, on_finished=endings.announce),
+    return Runtime(Engine(settings, db, catalog, endings=endings),
                    Reconciler(settings, db, publisher, endings), publisher,
                    WebhookSender(settings.webhooks, db), endings)
 

@@ -6,6 +6,8 @@ ending was announced and heard (or the job had ended before its first read).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import threading
 
@@ -154,6 +156,41 @@ def test_announcing_to_an_unreachable_redis_raises_nothing_and_then_waits_a_whil
     endings.announce([_ending("batch_b")])  # within the quiet period: not tried
 
     assert tries == ["pipeline"]
+    endings.close()
+
+
+def test_an_ending_announced_from_an_event_loop_wakes_its_watch(redis_url: str) -> None:
+    """The engine's loop writer announces with ``announce_async`` (workers/loop_writer.py)."""
+    endings = Endings(redis_url)
+
+    async def announce(*ended: JobEnding) -> None:
+        await endings.announce_async(ended)
+        await endings.close_async()
+
+    with endings.watch("batch_a") as watch:
+        asyncio.run(announce(_ending("batch_a")))
+        watch.pause(TIMEOUT_S)
+        assert watch.ending == _ending("batch_a")
+    with endings.watch("batch_c") as watch:  # several endings: one pipeline
+        asyncio.run(announce(_ending("batch_b"), _ending("batch_c")))
+        watch.pause(TIMEOUT_S)
+        assert watch.ending == _ending("batch_c")
+    endings.close()
+
+
+def test_announcing_from_an_event_loop_to_an_unreachable_redis_raises_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    endings = Endings("redis://127.0.0.1:1/0")  # nothing listens there
+
+    async def announce() -> None:
+        await endings.announce_async([_ending("batch_a")])
+        await endings.announce_async([_ending("batch_b")])  # quiet now: not tried
+        await endings.close_async()
+
+    with caplog.at_level(logging.INFO, logger="producers.endings"):
+        asyncio.run(announce())
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "1 job endings not announced"]
     endings.close()
 
 
