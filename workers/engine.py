@@ -246,9 +246,10 @@ class Engine:
                                          seq=row.seq, claim=row.claim, not_before=time.time(),
                                          error_code="worker_shutdown",
                                          error_message="worker stopped during the call"))
-        if self._loop_writer is not None:  # its last outcome may go to the writer
+        if self._loop_writer is not None:  # its last outcome may go to the writer: first
+            # (a write it gives up is cancelled on the server, which psycopg waits 10 s for)
             asyncio.run_coroutine_threadsafe(self._loop_writer.close(), self._loop).result(
-                timeout=10)
+                timeout=30)
         self._writer.stop(timeout=max(grace, 5.0))
         if self._endings is not None:
             asyncio.run_coroutine_threadsafe(self._endings.close_async(), self._loop).result(
