@@ -54,12 +54,12 @@ class WorkerSettings(BaseModel):
     dispatch_grace_s: float = Field(default=30.0, gt=0, description="unpublished job age to repair")
     write_batch: int = Field(default=256, ge=1)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
-    loop_writes: bool = Field(
+    direct_connections: bool = Field(
         default=True,
-        description="PostgreSQL: the engine's event loop writes a realtime or high request's "
-                    "result itself, on a connection of its own, one at a time, instead of "
-                    "handing it to the writer thread (0.3-0.4 ms sooner); off, the writer "
-                    "writes every result",
+        description="PostgreSQL: the feeders claim rows on a connection of their own each, "
+                    "and the event loop writes a realtime or high result itself on another, "
+                    "without SQLAlchemy's engine (about 1 ms less per realtime request here); "
+                    "off, every statement goes through the engine's pool",
     )
     budget_recheck_s: float = Field(
         default=60.0, gt=0,

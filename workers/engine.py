@@ -30,6 +30,7 @@ from schemas.jobs import ChunkMessage, JobEnding
 from schemas.keys import Tier
 from schemas.outcomes import Claimed, Outcome, OutcomeKind
 from schemas.settings import Settings
+from storage.direct import ThreadConnections
 from storage.history import deployment_calls, usage_history
 from storage.requests import claim
 from storage.tenants import wake_scope
@@ -50,6 +51,8 @@ CLAIM_MIN_ROWS = 16
 group is at most 1/32 of the slots, so a small engine does not idle waiting for one)."""
 PRIORITY_TIERS = frozenset({Tier.REALTIME, Tier.HIGH})
 """Tiers whose chunks may use the engine's reserved slots (see workers/capacity.py)."""
+CLAIMS_APPLICATION_NAME = "batchyard-claims"
+"""The feeders' own PostgreSQL connections (storage/direct.py), by name in pg_stat_activity."""
 HANDOFF_WAIT_S = 0.05
 """How long a priority chunk's feeder waits for its rows' calls to be sent (see _Handoff)."""
 
@@ -120,10 +123,11 @@ class Engine:
         self._writer = OutcomeWriter(db, batch=settings.worker.write_batch,
                                      on_written=self._capacity.give,
                                      on_finished=self._finished)
+        direct = settings.worker.direct_connections and db.dialect.name == "postgresql"
+        self._direct = ThreadConnections(db, CLAIMS_APPLICATION_NAME) if direct else None
         self._loop_writer = (
             LoopWriter(db, on_written=self._capacity.give, on_finished=self._finished_on_loop,
-                       fallback=self._writer.put)
-            if settings.worker.loop_writes and db.dialect.name == "postgresql" else None)
+                       fallback=self._writer.put) if direct else None)
 
     @property
     def in_flight(self) -> int:
@@ -190,7 +194,7 @@ class Engine:
         while True:
             try:
                 rows = claim(self._db, job_id, seqs, self._token, self._settings.lease_s,
-                             time.time(), retry=retry)
+                             time.time(), retry=retry, direct=self._direct)
                 # a retry may take back rows of ours; never one this process is running
                 return [r for r in rows if (r.job_id, r.seq) not in self._running]
             except SQLAlchemyError as exc:
@@ -254,6 +258,8 @@ class Engine:
         if self._endings is not None:
             asyncio.run_coroutine_threadsafe(self._endings.close_async(), self._loop).result(
                 timeout=5)
+        if self._direct is not None:
+            self._direct.close()
         asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=5)
         asyncio.run_coroutine_threadsafe(self._pipeline.aclose(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -21,8 +21,9 @@ and its connection closed.
 
 The connection is opened on first use and after a failure, at most once every
 ``RETRY_AFTER_S``; it counts one towards PostgreSQL's ``max_connections`` per worker process
-(``application_name`` ``batchyard-loop-writer``). ``BATCHYARD_WORKER__LOOP_WRITES=false``
-turns it off: the writer then writes every result, as on SQLite, where it is always off.
+(``application_name`` ``batchyard-loop-writer``). ``BATCHYARD_WORKER__DIRECT_CONNECTIONS=false``
+turns it off (and the feeders' own connections for claims, storage/direct.py): the writer
+then writes every result, as on SQLite, where it is always off.
 """
 
 from __future__ import annotations

@@ -1,0 +1,147 @@
+"""PostgreSQL: a hot statement run on a psycopg connection of its own, not through SQLAlchemy.
+
+SQLAlchemy still writes and compiles the statement (once, for psycopg); only running it skips
+SQLAlchemy's engine: the pool's checkout and return with their events, the execution context,
+the expanding ``IN`` rendered anew for every call, and its result rows. On the worker's
+realtime path that was most of the cost of the claim: measured on this machine (docs/
+PERFORMANCE.md, session 13), one claim took 0.82-1.29 ms through the engine and 0.40-0.63 ms
+on a connection of psycopg's, the server's part being the same single round trip.
+
+- ``for_psycopg`` turns a statement into psycopg's SQL text, its expanding ``IN`` parameters
+  into ``= ANY(%(name)s)`` (one text for any length of the list, which psycopg sends as an
+  array), and its constant bind values into defaults.
+- ``ThreadConnections`` keeps one autocommit connection per thread that uses it (the worker's
+  feeder threads), opened on first use. A connection the server closed while it sat idle (a
+  restart, an idle timeout) is dropped before use without a round trip: an idle connection
+  with something to read has been closed, or told something that only a new one would not
+  need. A failure raises SQLAlchemy's own wrapper of the driver's error (``DBAPIError``:
+  ``OperationalError`` for a lost connection), as the engine's path would, so callers keep
+  one contract; the failed connection is closed and the thread's next call opens another.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import select
+import threading
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Engine
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+
+__all__ = ["PgStatement", "ThreadConnections", "for_psycopg"]
+
+log = logging.getLogger(__name__)
+
+_EXPANDING = re.compile(r"(?<!NOT )IN \(__\[POSTCOMPILE_(\w+)\]\)")
+
+
+@dataclass(frozen=True)
+class PgStatement:
+    """psycopg's SQL text of a statement and the values of its constant parameters."""
+
+    sql: str
+    defaults: dict[str, Any]
+
+
+@cache
+def for_psycopg(statement: ClauseElement) -> PgStatement:
+    """``statement`` compiled once for psycopg; ValueError if it cannot run as one text (a
+    ``NOT IN`` of a list, or another parameter rendered per call)."""
+    compiled = statement.compile(dialect=PGDialect_psycopg())
+    sql = _EXPANDING.sub(r"= ANY(%(\1)s)", str(compiled))
+    if "__[POSTCOMPILE_" in sql:
+        raise ValueError(f"a parameter of this statement is rendered per call: {sql[:200]}")
+    defaults = {name: _plain(value) for name, value in compiled.params.items()
+                if value is not None}
+    return PgStatement(sql, defaults)
+
+
+def _plain(value: Any) -> Any:
+    """A constant as psycopg adapts it: an enum by its value, a list element by element."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+class ThreadConnections:
+    """One autocommit psycopg connection per thread, to ``engine``'s PostgreSQL database,
+    named ``application_name`` in ``pg_stat_activity`` unless the database URL names one."""
+
+    def __init__(self, engine: Engine, application_name: str) -> None:
+        if engine.dialect.name != "postgresql":
+            raise ValueError(f"direct connections need PostgreSQL, not {engine.dialect.name}")
+        args, kwargs = engine.dialect.create_connect_args(engine.url)
+        self._args = list(args)
+        self._kwargs = {"application_name": application_name, **kwargs}  # the URL's wins
+        self._local = threading.local()
+        self._all: set[psycopg.Connection[Any]] = set()
+        self._lock = threading.Lock()
+
+    def rows(self, statement: PgStatement, params: dict[str, Any]) -> list[Any]:
+        """Run ``statement`` with ``params`` (over its defaults) on this thread's connection;
+        its rows, as named tuples."""
+        values = {**statement.defaults, **params}
+        conn = self._connection(statement.sql, values)
+        try:
+            return conn.execute(statement.sql, values).fetchall()
+        except psycopg.Error as exc:
+            self._drop(conn)
+            raise DBAPIError.instance(statement.sql, values, exc, psycopg.Error,
+                                     hide_parameters=True) from exc
+
+    def _connection(self, sql: str, values: dict[str, Any]) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is not None and (conn.closed or _stale(conn)):
+            self._drop(conn)
+            conn = None
+        if conn is None:
+            try:
+                conn = psycopg.connect(*self._args, autocommit=True, row_factory=namedtuple_row,
+                                       **self._kwargs)
+            except psycopg.Error as exc:
+                raise DBAPIError.instance(sql, values, exc, psycopg.Error,
+                                         hide_parameters=True) from exc
+            self._local.conn = conn
+            with self._lock:
+                self._all.add(conn)
+        return conn
+
+    def _drop(self, conn: psycopg.Connection[Any]) -> None:
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._lock:
+            self._all.discard(conn)
+        try:
+            conn.close()
+        except psycopg.Error as exc:
+            log.debug("closing a direct connection failed: %s", exc)
+
+    def close(self) -> None:
+        """Close every thread's connection (a thread that runs another statement afterwards
+        opens a new one)."""
+        with self._lock:
+            conns, self._all = list(self._all), set()
+        for conn in conns:
+            try:
+                conn.close()
+            except psycopg.Error as exc:
+                log.debug("closing a direct connection failed: %s", exc)
+
+
+def _stale(conn: psycopg.Connection[Any]) -> bool:
+    """An idle connection with something to read: the server closed it (or sent a notice
+    meant for no statement). Checked without a round trip."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)

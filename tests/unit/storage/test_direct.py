@@ -1,0 +1,155 @@
+"""Statements on psycopg connections of their own (storage/direct.py), against a real
+PostgreSQL: the worker's claim there is the engine's claim, row for row; a lost connection
+is replaced; a failure is SQLAlchemy's error, as through the engine."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, column, select, table
+from sqlalchemy.exc import OperationalError
+
+from schemas.jobs import JobOptions, RoutingOptions
+from schemas.keys import Tier
+from storage import NewJob, claim, create_job, get_job, make_engine
+from storage.direct import ThreadConnections, for_psycopg
+from storage.requests import _CLAIM_IN_ONE
+from tests.helpers import wait_for
+
+NAME = "batchyard-test-direct"
+
+
+@pytest.fixture
+def db(postgres_url: str) -> Iterator[Engine]:
+    engine = make_engine(postgres_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def direct(db: Engine) -> Iterator[ThreadConnections]:
+    conns = ThreadConnections(db, NAME)
+    yield conns
+    conns.close()
+
+
+def _job(db: Engine, job_id: str, n: int) -> str:
+    rows = [(f"c{i}", "m", f'{{"model":"m","messages":[{{"role":"user","content":"{i}"}}]}}')
+            for i in range(n)]
+    options = JobOptions(routing=RoutingOptions(require_tags={"region": "eu"}))
+    create_job(db, NewJob(job_id, Tier.HIGH, options=options), rows, batch=100,
+               check=lambda conn: None)
+    return job_id
+
+
+def _seen(claimed: list[Any]) -> list[dict[str, Any]]:
+    return [c.model_dump(exclude={"job_id"}) for c in claimed]
+
+
+def _sessions(db: Engine) -> list[int]:
+    with db.connect() as conn:
+        return list(conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %(name)s",
+            {"name": NAME}).scalars())
+
+
+def test_a_direct_claim_is_the_engines_claim(db: Engine, direct: ThreadConnections) -> None:
+    via_engine, via_direct = _job(db, "batch_engine", 5), _job(db, "batch_direct", 5)
+    now = time.time()
+
+    for job, conns in ((via_engine, None), (via_direct, direct)):
+        assert len(claim(db, job, [0, 1, 2], "w1", 60, now, direct=conns)) == 3
+
+    # the same rows, attempts, bodies, routing and tenant, and the same next steps
+    results = {}
+    for job, conns in ((via_engine, None), (via_direct, direct)):
+        results[job] = (
+            _seen(claim(db, job, [1, 2, 3, 4], "w1", 60, now, direct=conns)),  # 3, 4 left
+            _seen(claim(db, job, [0, 1], "w1", 60, now, retry=True, direct=conns)),  # own
+            _seen(claim(db, job, [0], "w2", 60, now + 61, direct=conns)))  # lease over
+    assert results[via_direct] == results[via_engine]
+    taken, retaken, expired = results[via_direct]
+    assert [(c["seq"], c["attempts"]) for c in taken] == [(3, 1), (4, 1)]
+    assert [(c["seq"], c["attempts"]) for c in retaken] == [(0, 1), (1, 1)]
+    assert [(c["seq"], c["attempts"], c["claim"]) for c in expired] == [(0, 2, "w2")]
+    assert taken[0]["routing"] == {"strategy": None, "require_tags": {"region": "eu"}}
+    assert get_job(db, via_direct).started_at is not None
+    assert claim(db, via_direct, [9], "w1", 60, now, direct=direct) == []
+
+
+def test_the_direct_claim_reads_the_rows_it_claims_not_the_jobs_backlog(
+        db: Engine, direct: ThreadConnections) -> None:
+    """Its ``= ANY(array)`` is an index condition as the engine's ``IN`` list is (see
+    test_requests.py's test of the same name)."""
+    job = _job(db, "batch_big", 3000)
+    statement = for_psycopg(_CLAIM_IN_ONE[False])
+    seqs = list(range(1000, 1064))
+    now = time.time()
+    params = {**statement.defaults, "c_job": job, "c_seqs": seqs, "c_first": 1000,
+              "c_last": 1063, "c_due": now + 1, "c_now": now, "c_token": "w1",
+              "c_until": now + 60, "c_at": get_job(db, job).created_at}
+    with db.connect() as conn:
+        plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement.sql}",
+                                    params).scalar_one()
+        conn.rollback()
+
+    def read(node: dict[str, Any]) -> int:
+        own = (node["Actual Rows"] * node["Actual Loops"] + node.get("Rows Removed by Filter", 0)
+               if node.get("Relation Name") == "requests" and "Scan" in node["Node Type"]
+               else 0)
+        return own + sum(read(child) for child in node.get("Plans", []))
+
+    assert read(plan[0]["Plan"]) <= 2 * len(seqs)
+    assert len(claim(db, job, seqs, "w1", 60, now, direct=direct)) == 64
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced(
+        db: Engine, direct: ThreadConnections) -> None:
+    job = _job(db, "batch_restart", 2)
+    assert len(claim(db, job, [0], "w1", 60, time.time(), direct=direct)) == 1
+    [pid] = _sessions(db)
+    with db.connect() as conn:
+        conn.exec_driver_sql("SELECT pg_terminate_backend(%(pid)s)", {"pid": pid})
+        conn.commit()
+    wait_for(lambda: not _sessions(db), 10, "the backend to end")
+
+    assert len(claim(db, job, [1], "w1", 60, time.time(), direct=direct)) == 1  # no error
+    assert len(_sessions(db)) == 1
+
+
+def test_each_thread_has_its_own_connection_and_close_closes_them(
+        db: Engine, direct: ThreadConnections) -> None:
+    job = _job(db, "batch_threads", 2)
+    threads = [threading.Thread(target=claim, args=(db, job, [i], "w1", 60, time.time()),
+                                kwargs={"direct": direct}) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(_sessions(db)) == 2
+
+    direct.close()
+    wait_for(lambda: not _sessions(db), 10, "the connections to close")
+
+
+def test_an_unreachable_database_raises_sqlalchemys_operational_error() -> None:
+    unreachable = make_engine("postgresql://postgres@127.0.0.1:1/test")
+    conns = ThreadConnections(unreachable, NAME)
+    with pytest.raises(OperationalError, match=r"127\.0\.0\.1"):
+        claim(unreachable, "batch_x", [0], "w1", 60, time.time(), direct=conns)
+
+
+def test_a_statement_that_cannot_be_one_text_is_refused() -> None:
+    t = table("t", column("a"))
+    assert "= ANY(%(a_1)s)" in for_psycopg(select(t.c.a).where(t.c.a.in_([1, 2]))).sql
+    with pytest.raises(ValueError, match="rendered per call"):
+        for_psycopg(select(t.c.a).where(t.c.a.not_in([1, 2])))
+
+
+def test_sqlite_is_refused_by_name(sqlite_url: str) -> None:
+    with pytest.raises(ValueError, match="PostgreSQL, not sqlite"):
+        ThreadConnections(make_engine(sqlite_url), NAME)
