@@ -26,6 +26,7 @@ import logging
 import re
 import select
 import threading
+import weakref
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -83,7 +84,9 @@ class ThreadConnections:
         self._args = list(args)
         self._kwargs = {"application_name": application_name, **kwargs}  # the URL's wins
         self._local = threading.local()
-        self._all: set[psycopg.Connection[Any]] = set()
+        # weak: a thread that ends takes its connection with it (psycopg closes it when it
+        # is collected); ``close`` closes those still open
+        self._all: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def rows(self, statement: PgStatement, params: dict[str, Any]) -> list[Any]:
@@ -129,7 +132,7 @@ class ThreadConnections:
         """Close every thread's connection (a thread that runs another statement afterwards
         opens a new one)."""
         with self._lock:
-            conns, self._all = list(self._all), set()
+            conns, self._all = list(self._all), weakref.WeakSet()
         for conn in conns:
             try:
                 conn.close()

@@ -4,6 +4,7 @@ is replaced; a failure is SQLAlchemy's error, as through the engine."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -124,16 +125,25 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(
 def test_each_thread_has_its_own_connection_and_close_closes_them(
         db: Engine, direct: ThreadConnections) -> None:
     job = _job(db, "batch_threads", 2)
-    threads = [threading.Thread(target=claim, args=(db, job, [i], "w1", 60, time.time()),
-                                kwargs={"direct": direct}) for i in range(2)]
+    claimed = threading.Barrier(3)
+    closed = threading.Event()
+
+    def feeder(seq: int) -> None:
+        claim(db, job, [seq], "w1", 60, time.time(), direct=direct)
+        claimed.wait()
+        closed.wait()  # alive (and its connection with it) until the close
+
+    threads = [threading.Thread(target=feeder, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    claimed.wait()
     assert len(_sessions(db)) == 2
 
     direct.close()
     wait_for(lambda: not _sessions(db), 10, "the connections to close")
+    closed.set()
+    for t in threads:
+        t.join()
 
 
 def test_an_unreachable_database_raises_sqlalchemys_operational_error() -> None:
@@ -153,3 +163,15 @@ def test_a_statement_that_cannot_be_one_text_is_refused() -> None:
 def test_sqlite_is_refused_by_name(sqlite_url: str) -> None:
     with pytest.raises(ValueError, match="PostgreSQL, not sqlite"):
         ThreadConnections(make_engine(sqlite_url), NAME)
+
+
+def test_a_thread_that_ends_takes_its_connection_with_it(
+        db: Engine, direct: ThreadConnections) -> None:
+    job = _job(db, "batch_short", 1)
+    worker = threading.Thread(target=claim, args=(db, job, [0], "w1", 60, time.time()),
+                              kwargs={"direct": direct})
+    worker.start()
+    worker.join()
+    del worker
+    gc.collect()
+    wait_for(lambda: not _sessions(db), 10, "the ended thread's connection to close")
