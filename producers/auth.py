@@ -109,13 +109,16 @@ def allowed_names(public: dict[str, str], *limits: TenantLimits) -> set[str]:
     return names
 
 
-def check_queue(conn: Connection, who: Identity, limits: TenantLimits,
+def check_queue(conn: Connection | None, who: Identity, limits: TenantLimits,
                 key_limits: TenantLimits) -> None:
     """InputError when the job being inserted in ``conn``'s transaction takes the tenant (or
     its key) past ``max_queued``. The tenant's row is locked first, so concurrent submissions
-    are checked one after the other and cannot both squeeze under the limit."""
+    are checked one after the other and cannot both squeeze under the limit. ``conn`` may be
+    None only where nothing is capped (``queue_capped``)."""
     if not queue_capped(limits, key_limits):
         return
+    if conn is None:
+        raise TypeError("a capped queue is checked in the job's transaction, not without one")
     scopes = [(f"tenant {who.tenant_id!r}", limits.max_queued, None),
               (f"API key {who.key_id!r}", key_limits.max_queued, who.key_id)]
     lock_tenant(conn, who.tenant_id)
@@ -136,13 +139,13 @@ def queue_capped(limits: TenantLimits, key_limits: TenantLimits) -> bool:
 
 def guarded_rows(who: Identity, limits: TenantLimits, key_limits: TenantLimits,
                  reader: InputReader, source: Source
-                 ) -> tuple[Iterator[NewRequest], Callable[[Connection], None]]:
+                 ) -> tuple[Iterator[NewRequest], Callable[[Connection | None], None]]:
     """The job's rows, and the check run after the last one inside the job's transaction:
     the input's problems first, then ``max_queued`` (failing rolls it back). The check reads
     the database only if ``queue_capped``."""
     rows = reader.rows(source)
 
-    def check(conn: Connection) -> None:
+    def check(conn: Connection | None) -> None:
         reader.check()
         check_queue(conn, who, limits, key_limits)
 

@@ -39,12 +39,16 @@ from storage import (
     iter_results,
     make_engine,
 )
+from storage.direct import ThreadConnections
 from storage.outage import UNREACHABLE, unavailable
 from storage.tenants import AccessCheck, StaleAccessError
 
 __all__ = ["Producer", "new_job_id"]
 
 log = logging.getLogger(__name__)
+
+APPLICATION_NAME = "batchyard-producer"
+"""A producer's own PostgreSQL connections (storage/direct.py), by name in pg_stat_activity."""
 
 
 def new_job_id() -> str:
@@ -70,6 +74,11 @@ class Producer:
         self.catalog = catalog or load_catalog(settings.config)
         self.publisher = Publisher(settings.redis_url)
         self.endings = Endings(settings.redis_url)
+        # PostgreSQL: a realtime-sized job's one INSERT on each submitting thread's own
+        # connection (storage/direct.py)
+        self._direct = (ThreadConnections(self.engine, APPLICATION_NAME)
+                        if settings.producer.direct_connections
+                        and self.engine.dialect.name == "postgresql" else None)
 
     @classmethod
     def from_env(cls) -> Producer:
@@ -152,7 +161,8 @@ class Producer:
         with self._database(f"job {job_id} was not stored"):  # one transaction: all or nothing
             rows, check = guarded_rows(who, limits, own, reader, source)
             total = create_job(self.engine, job, rows, batch=conf.insert_batch, check=check,
-                               check_reads=queue_capped(limits, own), still=still)
+                               check_reads=queue_capped(limits, own), still=still,
+                               direct=self._direct)
         return job_id, tenant, total
 
     def status(self, job_id: str) -> JobView:
@@ -224,4 +234,6 @@ class Producer:
     def close(self) -> None:
         self.publisher.close()
         self.endings.close()
+        if self._direct is not None:
+            self._direct.close()
         self.engine.dispose()

