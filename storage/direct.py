@@ -85,9 +85,8 @@ def for_psycopg(statement: ClauseElement) -> PgStatement:
             if bind.expanding:
                 raise ValueError(f"the list parameter {name!r} needs its values processed")
             processors[name] = process
-    for name, process in processors.items():  # constants: processed once, here
-        if name in defaults:
-            defaults[name] = process(defaults[name])
+    for name in processors.keys() & defaults.keys():  # constants: processed once, here
+        defaults[name] = processors[name](defaults[name])
     return PgStatement(sql, defaults, processors)
 
 
