@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import re
 import select
 import threading
@@ -77,7 +78,7 @@ def for_psycopg(statement: ClauseElement) -> PgStatement:
     if "__[POSTCOMPILE_" in sql:
         raise ValueError(f"a parameter of this statement is rendered per call: {sql[:200]}")
     defaults = {name: _plain(value) for name, value in compiled.params.items()
-                if value is not None}
+                if not compiled.binds[name].required}  # a constant, None included
     processors: dict[str, Callable[[Any], Any]] = {}
     for bind, name in compiled.bind_names.items():
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
@@ -99,9 +100,12 @@ def _plain(value: Any) -> Any:
 
 class ThreadConnections:
     """One autocommit psycopg connection per thread, to ``engine``'s PostgreSQL database,
-    named ``application_name`` in ``pg_stat_activity`` unless the database URL names one."""
+    named ``application_name`` in ``pg_stat_activity`` unless the database URL names one;
+    at most ``limit`` at once (``ready`` says whether a thread may use one, else the caller
+    uses the engine: an application with a thread per request does not open a connection per
+    thread). A forked child does not use or close its parent's connections (``_forked``)."""
 
-    def __init__(self, engine: Engine, application_name: str) -> None:
+    def __init__(self, engine: Engine, application_name: str, *, limit: int = 8) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError(f"direct connections need PostgreSQL, not {engine.dialect.name}")
         args, kwargs = engine.dialect.create_connect_args(engine.url)
@@ -112,6 +116,14 @@ class ThreadConnections:
         # is collected); ``close`` closes those still open
         self._all: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._limit = limit
+        _INSTANCES.add(self)
+
+    def ready(self) -> bool:
+        """Whether the calling thread may run a statement here: it holds a connection, or
+        fewer than ``limit`` are open (another thread may take the last one meanwhile: the
+        limit is kept give or take the threads racing for it)."""
+        return getattr(self._local, "conn", None) is not None or len(self._all) < self._limit
 
     def rows(self, statement: PgStatement, params: dict[str, Any]) -> list[Any]:
         """Run ``statement`` with ``params`` (over its defaults) on this thread's connection;
@@ -164,11 +176,44 @@ class ThreadConnections:
                 log.debug("closing a direct connection failed: %s", exc)
 
 
+_INSTANCES: weakref.WeakSet[ThreadConnections] = weakref.WeakSet()
+
+
+def _forked() -> None:
+    """In a forked child: forget the parent's connections without touching their sessions.
+    Each socket's descriptor is pointed at /dev/null first, so that closing the connection
+    (here, or when it is collected) sends its goodbye nowhere instead of ending the parent's
+    session; the child opens its own on first use."""
+    for conns in list(_INSTANCES):
+        inherited = list(conns._all)
+        conns._local, conns._lock = threading.local(), threading.Lock()
+        conns._all = weakref.WeakSet()
+        for conn in inherited:
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+                try:
+                    os.dup2(null, conn.fileno())
+                finally:
+                    os.close(null)
+            except (OSError, ValueError, psycopg.Error):
+                continue
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
 def _stale(conn: psycopg.Connection[Any]) -> bool:
     """An idle connection with something to read: the server closed it (or sent a notice
-    meant for no statement). Checked without a round trip."""
+    meant for no statement). Checked without a round trip; ``poll`` where there is one, since
+    ``select`` refuses a descriptor past 1023 (a worker with many calls in flight has those)."""
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        fd = conn.fileno()
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([fd], [], [], 0)
     except (OSError, ValueError, psycopg.Error):
         return True
     return bool(readable)

@@ -118,7 +118,7 @@ def create_job(engine: Engine, job: NewJob, rows: Iterable[NewRequest], *, batch
             "j_rows": json_rows([(r["seq"], r["custom_id"], r["model"], r["body"])
                                  for r in first]),
             **(still.params() if still is not None else {})}
-        if direct is not None:
+        if direct is not None and direct.ready():
             check(None)  # the whole input was read: its problems are known
             written = direct.rows(for_psycopg(statement), params)[0][0]
         else:

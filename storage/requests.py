@@ -139,7 +139,7 @@ def claim(engine: Engine, job_id: str, seqs: Sequence[int], token: str, lease_s:
               "c_until": now + lease_s, "c_at": datetime.now(UTC)}
     rows: Sequence[Any]
     if engine.dialect.name == "postgresql":
-        if direct is not None:
+        if direct is not None and direct.ready():
             rows = direct.rows(for_psycopg(_CLAIM_IN_ONE[retry]), params)
         else:
             with without_transaction(engine) as conn:

@@ -124,7 +124,8 @@ class Engine:
                                      on_written=self._capacity.give,
                                      on_finished=self._finished)
         direct = settings.worker.direct_connections and db.dialect.name == "postgresql"
-        self._direct = ThreadConnections(db, CLAIMS_APPLICATION_NAME) if direct else None
+        self._direct = (ThreadConnections(db, CLAIMS_APPLICATION_NAME,
+                                          limit=settings.worker.feeders) if direct else None)
         self._loop_writer = (
             LoopWriter(db, on_written=self._capacity.give, on_finished=self._finished_on_loop,
                        fallback=self._writer.put) if direct else None)
@@ -252,8 +253,11 @@ class Engine:
                                          error_message="worker stopped during the call"))
         if self._loop_writer is not None:  # its last outcome may go to the writer: first
             # (a write it gives up is cancelled on the server, which psycopg waits 10 s for)
-            asyncio.run_coroutine_threadsafe(self._loop_writer.close(), self._loop).result(
-                timeout=30)
+            try:
+                asyncio.run_coroutine_threadsafe(self._loop_writer.close(), self._loop).result(
+                    timeout=30)
+            except TimeoutError:  # its outcome is with the writer already: stop that next
+                log.warning("the loop writer did not close in 30s")
         self._writer.stop(timeout=max(grace, 5.0))
         if self._endings is not None:
             asyncio.run_coroutine_threadsafe(self._endings.close_async(), self._loop).result(

@@ -75,6 +75,7 @@ class LoopWriter:
         self._idle.set()
         self._retry_at = 0.0
         self._closed = False
+        self._stopping: asyncio.Future[None] | None = None
 
     def takes(self, outcome: Outcome) -> bool:
         """On the loop: whether ``write`` should take ``outcome`` now (else: the writer)."""
@@ -83,25 +84,32 @@ class LoopWriter:
 
     async def write(self, outcome: Outcome) -> None:
         """Write ``outcome`` (one ``takes`` said yes to), give its slot back, announce the end
-        of its job if it ended it; on any failure, hand it to ``fallback`` instead."""
+        of its job if it ended it; on any failure, or no answer in ``TIMEOUT_S``, hand it to
+        ``fallback`` at once (also when this coroutine is cancelled)."""
         self._busy = True
         self._idle.clear()
+        task = asyncio.ensure_future(self._write(outcome))
         try:
-            ended = await asyncio.wait_for(self._write(outcome), TIMEOUT_S)
-        except Exception as exc:  # any failure: the writer retries until it is stored
-            self._retry_at = time.monotonic() + RETRY_AFTER_S
-            log.warning("writing the outcome of %s/%d from the loop failed (%s: %s); the "
-                        "writer takes it, and the next ones for %.0fs", outcome.job_id,
-                        outcome.seq, type(exc).__name__, exc, RETRY_AFTER_S)
-            await self._drop()
-            self._fallback(outcome)
+            await asyncio.wait({task}, timeout=TIMEOUT_S)
+        except BaseException:
+            self._give_up(outcome, "cancelled")
+            self._stop_in_background(task)
+            raise
+        if not task.done():
+            self._give_up(outcome, f"no answer in {TIMEOUT_S:.0f}s")
+            self._stop_in_background(task)
             return
-        finally:
+        try:
+            if (exc := task.exception()) is not None:
+                self._give_up(outcome, f"{type(exc).__name__}: {exc}")
+                await self._drop()
+                return
+            self._on_written(1)
+            if ended := task.result():
+                await self._on_finished(ended)
+        finally:  # idle only now: ``close`` then waits for the announcement too
             self._busy = False
             self._idle.set()
-        self._on_written(1)
-        if ended:
-            await self._on_finished(ended)
 
     async def _write(self, outcome: Outcome) -> list[JobEnding]:
         conn = self._conn
@@ -111,9 +119,35 @@ class LoopWriter:
                 *args, autocommit=True, **kwargs)
         return await finish_and_count_async(conn, [outcome], datetime.now(UTC))
 
+    def _give_up(self, outcome: Outcome, why: str) -> None:
+        """Hand ``outcome`` to the writer now, and the next ones for ``RETRY_AFTER_S``. A
+        write that committed anyway is a no-op for the writer."""
+        self._retry_at = time.monotonic() + RETRY_AFTER_S
+        log.warning("writing the outcome of %s/%d from the loop failed (%s); the writer takes "
+                    "it, and the next ones for %.0fs", outcome.job_id, outcome.seq, why,
+                    RETRY_AFTER_S)
+        self._fallback(outcome)
+
+    def _stop_in_background(self, task: asyncio.Future[list[JobEnding]]) -> None:
+        """Cancel a write still running and drop its connection, staying busy until then:
+        psycopg cancels the statement on the server, which may take seconds."""
+
+        async def stop() -> None:
+            try:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                await self._drop()
+            finally:
+                self._busy = False
+                self._idle.set()
+
+        self._stopping = asyncio.ensure_future(stop())  # referenced until done
+
     async def close(self) -> None:
-        """On the loop: take no more outcomes, wait for the one being written (it ends in
-        ``TIMEOUT_S`` at most, in the database or handed to ``fallback``), close."""
+        """On the loop: take no more outcomes, wait for the one being written and its
+        announcement (a write is handed to ``fallback`` after ``TIMEOUT_S`` at most; stopping
+        it on the server may take psycopg's cancel timeouts more), close."""
         self._closed = True
         await self._idle.wait()
         await self._drop()

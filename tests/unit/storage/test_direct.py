@@ -5,13 +5,14 @@ is replaced; a failure is SQLAlchemy's error, as through the engine."""
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, column, select, table
+from sqlalchemy import Engine, bindparam, column, select, table, text, update
 from sqlalchemy.exc import OperationalError
 
 from schemas.jobs import JobOptions, RoutingOptions
@@ -196,3 +197,59 @@ def test_a_job_inserted_directly_is_the_job_the_engine_inserts(
         [(c.seq, c.custom_id, c.body, c.routing) for c in claim(db, j, [0, 1], "w", 60, 0.0)]
         for j in ("batch_e", "batch_d"))
     assert direct_rows == engine_rows
+
+
+def test_a_connection_past_descriptor_1023_is_kept(db: Engine, direct: ThreadConnections
+                                                   ) -> None:
+    """``select`` refuses such a descriptor; a worker with many calls in flight has them."""
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        statement = for_psycopg(text("SELECT pg_backend_pid() AS pid"))
+        pids = {direct.rows(statement, {})[0].pid for _ in range(5)}
+        assert len(pids) == 1
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents_alone(
+        db: Engine, direct: ThreadConnections) -> None:
+    statement = for_psycopg(text("SELECT pg_backend_pid() AS pid"))
+    parent = direct.rows(statement, {})[0].pid
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its own session, then closes everything
+        code = 1
+        try:
+            os.write(write, str(direct.rows(statement, {})[0].pid).encode())
+            direct.close()
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    child_pid = int(os.read(read, 64).decode())
+    os.close(read)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_pid != parent
+    assert direct.rows(statement, {})[0].pid == parent  # the parent's session still works
+
+
+def test_threads_past_the_limit_are_told_to_use_the_engine(db: Engine) -> None:
+    conns = ThreadConnections(db, NAME, limit=1)
+    job = _job(db, "batch_limit", 2)
+    claim(db, job, [0], "w1", 60, time.time(), direct=conns)
+    assert conns.ready()  # this thread holds the one connection
+    seen: list[bool] = []
+    other = threading.Thread(target=lambda: seen.append(conns.ready()))
+    other.start()
+    other.join()
+    assert seen == [False]
+    conns.close()
+
+
+def test_a_constant_none_is_bound_as_null() -> None:
+    t = table("t", column("a"), column("b"))
+    statement = for_psycopg(update(t).values(a=None).where(t.c.b == bindparam("b")))
+    assert statement.defaults == {"a": None}

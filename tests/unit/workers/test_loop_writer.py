@@ -159,8 +159,10 @@ def test_a_write_held_by_a_lock_is_given_up_and_the_writers_copy_counts_once(
         write = asyncio.ensure_future(writer.write(_success(job, 0)))
         await asyncio.sleep(0)  # the write has started and waits for the lock
         assert not writer.takes(_success(job, 1))  # one write at a time
-        await writer.close()  # waits for it to be given up
-        assert write.done()
+        await write  # given up after TIMEOUT_S: the writer has the outcome at once
+        assert [o.seq for o in calls.fallback] == [0]
+        assert not writer.takes(_success(job, 1))  # until the statement is stopped
+        await writer.close()  # waits for that
 
     run(held())
     locker.rollback()
@@ -176,3 +178,27 @@ def test_a_write_held_by_a_lock_is_given_up_and_the_writers_copy_counts_once(
     view = get_job(db, job)
     assert (view.status, view.counts[RequestState.SUCCEEDED], view.cost) == (
         JobStatus.COMPLETED, 2, 2 * COST)
+
+
+def test_a_cancelled_write_still_goes_to_the_writer(
+        db: Engine, postgres_url: str, run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    job = _job(db, "batch_loop5", 1)
+    calls = Calls()
+    writer = calls.writer(db)
+    locker = psycopg.connect(postgres_url)
+    locker.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (job,))
+
+    async def cancelled() -> None:
+        write = asyncio.ensure_future(writer.write(_success(job, 0)))
+        await asyncio.sleep(0)
+        write.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await write
+        assert [o.seq for o in calls.fallback] == [0]
+        await writer.close()
+
+    run(cancelled())
+    locker.rollback()
+    locker.close()
+    record(db, calls.fallback)
+    assert get_job(db, job).counts[RequestState.SUCCEEDED] == 1
