@@ -3,7 +3,7 @@
 Without it a waiter learns of the end on its next poll: a realtime request answered in a few
 milliseconds was seen up to ``poll_s`` (0.25 s by default) later. Now the worker that ends a
 job publishes the job's ending (``schemas.jobs.JobEnding``: status, counters, tokens, cost and
-times, as the commit wrote them) right after that commit, and a waiter subscribed to that job
+times, as the commit wrote them) right after that commit, and a waiter watching that job
 returns at once: its view of the job with the ending applied, without reading the job again
 (on PostgreSQL that read was a round trip and about half a millisecond of client CPU on the
 path of every realtime request).
@@ -16,6 +16,14 @@ status alone) wakes the waiter, which then reads the job. Announced: every job a
 write ends, a job a cancel ends at once, and the jobs the reconciler ends (a completion window
 that ran out, the last of a stop). An ending carries no user content (invariant 2): the job's
 metadata and webhook URL are not in it.
+
+Every watch of a process shares one connection (``_Listener``): it is subscribed to the
+pattern of every job's ending channel, and one thread reads it and hands each ending to the
+watches of its job. A service waiting on ten thousand jobs at once holds one Redis connection
+for them, not ten thousand, and a wait costs no round trip to Redis: no SUBSCRIBE before its
+first read, no UNSUBSCRIBE after. The price is that the connection hears every job's ending
+(a few hundred bytes each, dropped after a dictionary lookup when nobody here waits for it),
+so it is closed after ``LISTEN_IDLE_S`` with no watch.
 """
 
 from __future__ import annotations
@@ -32,43 +40,37 @@ from typing import Any
 import redis
 import redis.asyncio
 from pydantic import ValidationError
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from schemas.jobs import JobEnding
-from schemas.keys import job_ended_channel
+from schemas.keys import ENDED_CHANNEL_PATTERN, job_ended_channel, job_of_ended_channel
 
 __all__ = ["EndingWatch", "Endings"]
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 2.0
-"""How long one announcement or subscription may take before it is given up (and the waiter
-polls instead)."""
+"""How long one announcement, or the listener's subscription, may take before it is given up
+(and the waiters poll instead)."""
 QUIET_AFTER_FAILURE_S = 5.0
 """After an announcement failed, the next ones are skipped for this long: the worker's writer
-announces, and an unreachable Redis must not hold it ``TIMEOUT_S`` on every batch."""
-IDLE_SUBSCRIBERS = 8
-"""Connections kept subscribed to nothing between waits, for the next ones (more concurrent
-waits than this open connections of their own, and close them after)."""
-DRAIN_MAX = 64
-"""Replies read off a kept connection before reuse, at most (two per earlier watch: its
-subscribe's and its unsubscribe's); one with more left over is closed instead."""
+announces, and an unreachable Redis must not hold it ``TIMEOUT_S`` on every batch. After the
+listener failed to start, the watches of that long poll without trying again."""
+LISTEN_IDLE_S = 30.0
+"""A listener with no watch for this long closes its connection (the next watch opens one)."""
+READ_TIMEOUT_S = 1.0
+"""How long the listener's thread blocks reading before it checks whether it is idle."""
 
 
 class Endings:
     """Announces job endings and watches for them, over one Redis connection pool.
 
-    A watch subscribes on a connection of its own (a subscribed connection takes no other
-    command); once it ends, the connection is unsubscribed and kept for the next watch. A new
-    connection for each wait cost a connect and redis-py's handshake (HELLO, two CLIENT
-    SETINFO): half a millisecond of the producer's CPU and a fifth of Redis's per realtime
-    request, on the cores the worker needs at that moment.
-
-    A kept connection is checked before reuse (``_reusable``): the replies the last watch
-    left unread are read off without waiting, and one the server closed meanwhile (a
-    restart, an idle timeout) is dropped, so a SUBSCRIBE is never written into a dead socket.
-    Kept connections belong to the process that kept them: after a fork the child opens its
-    own.
+    Watches share one subscribed connection (``_Listener``), opened by the first watch and
+    kept while watches come; a listener whose connection fails wakes its watches, which poll
+    for the rest of their waits, and the next watch opens a new one. A listener belongs to
+    the process that opened it: after a fork the child opens its own.
     """
 
     def __init__(self, redis_url: str) -> None:
@@ -77,7 +79,8 @@ class Endings:
                                            socket_connect_timeout=TIMEOUT_S)
         self._async: redis.asyncio.Redis | None = None
         self._quiet_until = 0.0
-        self._idle: list[redis.client.PubSub] = []
+        self._listener: _Listener | None = None
+        self._listen_quiet_until = 0.0
         self._owner = os.getpid()
         self._lock = threading.Lock()
         self._closed = False
@@ -136,109 +139,205 @@ class Endings:
                  "and none is announced for %.0fs", count, exc, QUIET_AFTER_FAILURE_S)
 
     def watch(self, job_id: str) -> EndingWatch:
-        """A subscription to ``job_id``'s ending; enter it before the job's first read."""
+        """A watch of ``job_id``'s ending; enter it before the job's first read."""
         return EndingWatch(self, job_id)
 
-    def subscriber(self) -> redis.client.PubSub:
-        """A connection for one watch: a kept one that is still good, else a new one."""
-        while (sub := self._kept()) is not None:
-            if _reusable(sub):
-                return sub
-            with contextlib.suppress(RedisError, OSError):
-                sub.close()
-        return self._redis.pubsub(ignore_subscribe_messages=True)
+    def watching(self, job_id: str) -> bool:
+        """Whether a watch of ``job_id`` in this process would hear its ending now."""
+        listener = self._listener
+        return listener is not None and listener.has(job_id)
 
-    def _kept(self) -> redis.client.PubSub | None:
-        with self._lock:
+    def listen(self, job_id: str, watch: EndingWatch) -> _Listener | None:
+        """Hand ``job_id``'s endings to ``watch`` from now on; the listener that will (remove
+        the watch from it when done), or None when Redis did not answer (poll instead)."""
+        with self._lock:  # held while a listener starts: the others wait for it, not start one
             if self._owner != os.getpid():  # a forked child: the parent's, not to be touched
-                self._idle, self._owner = [], os.getpid()
-            return self._idle.pop() if self._idle else None
-
-    def give_back(self, sub: redis.client.PubSub, channel: str) -> None:
-        """Unsubscribe ``sub`` from ``channel`` and keep it for the next watch (closed if
-        that fails or enough are kept already). A message of ``channel`` still on its way is
-        ignored by the next watch, which reads only its own channel's."""
-        try:
-            sub.unsubscribe(channel)
-        except (RedisError, OSError):
-            pass
-        else:
-            with self._lock:
-                if (not self._closed and self._owner == os.getpid()
-                        and len(self._idle) < IDLE_SUBSCRIBERS):
-                    self._idle.append(sub)
-                    return
-        with contextlib.suppress(RedisError, OSError):
-            sub.close()
+                self._listener, self._owner = None, os.getpid()
+                self._listen_quiet_until = 0.0
+            for _ in range(2):  # a listener that ended just now: once more, with a new one
+                if self._closed or time.monotonic() < self._listen_quiet_until:
+                    return None
+                if self._listener is None or not self._listener.alive:
+                    try:
+                        self._listener = _Listener(self._url)
+                    except (RedisError, OSError) as exc:
+                        self._listen_quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_S
+                        log.info("not listening for job endings (%s); waits poll instead, "
+                                 "for %.0fs at least", exc, QUIET_AFTER_FAILURE_S)
+                        return None
+                if self._listener.add(job_id, watch):
+                    return self._listener
+            return None
 
     def close(self) -> None:
-        """Close the kept connections and the pool; a watch still running closes its own
-        connection when it ends."""
+        """Stop the listener (its watches poll for the rest of their waits) and close the
+        pool."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
-        for sub in idle:
-            with contextlib.suppress(RedisError, OSError):
-                sub.close()
+            listener, self._listener = self._listener, None
+        if listener is not None and self._owner == os.getpid():
+            listener.stop(None)
         self._redis.close()
 
 
-class EndingWatch:
-    """One job's ending channel; ``pause`` sleeps until the ending is announced or time is up.
+class _Listener:
+    """One connection subscribed to every job's ending channel, read by a thread of its own
+    that hands each ending to the watches of its job in this process.
 
-    Subscribed on entry, before the caller's first read of the job, so an ending between that
-    read and the next pause is not missed. Any Redis failure turns it into a plain sleep for
-    the rest of the wait. ``ending`` is the announced ending once heard (None for a payload
-    that is not one: read the job instead).
+    Started subscribed: a watch added while it is ``alive`` hears every ending announced
+    after that. When the connection fails (a Redis restart, say), every watch is woken to
+    poll instead, and the listener is done (the next watch starts another, subscribed before
+    it is used); so it is, closing its connection, once it had no watch for
+    ``LISTEN_IDLE_S``.
+    """
+
+    def __init__(self, redis_url: str) -> None:
+        # no retry: redis-py would reconnect and subscribe again by itself, and an ending
+        # announced meanwhile would be missed by watches that think they are heard
+        self._client = redis.Redis.from_url(
+            redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0))
+        self._sub = self._client.pubsub()
+        try:
+            self._sub.psubscribe(ENDED_CHANNEL_PATTERN)
+            deadline = time.monotonic() + TIMEOUT_S
+            while True:  # the confirmation: from here on every ending reaches this connection
+                message = self._sub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+                if message is not None and message.get("type") == "psubscribe":
+                    break
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"no reply to PSUBSCRIBE in {TIMEOUT_S:g}s")
+        except BaseException:
+            with contextlib.suppress(RedisError, OSError):
+                self._sub.close()
+                self._client.close()
+            raise
+        self._watches: dict[str, list[EndingWatch]] = {}
+        self._lock = threading.Lock()
+        self._idle_since = time.monotonic()
+        self.alive = True
+        self._thread = threading.Thread(target=self._run, name="batchyard-endings",
+                                        daemon=True)
+        self._thread.start()
+
+    def add(self, job_id: str, watch: EndingWatch) -> bool:
+        """Hand ``job_id``'s endings to ``watch``; False if this listener is done."""
+        with self._lock:
+            if not self.alive:
+                return False
+            self._watches.setdefault(job_id, []).append(watch)
+            return True
+
+    def remove(self, job_id: str, watch: EndingWatch) -> None:
+        with self._lock:
+            watches = self._watches.get(job_id, [])
+            if watch in watches:
+                watches.remove(watch)
+            if not watches:
+                self._watches.pop(job_id, None)
+            if not self._watches:
+                self._idle_since = time.monotonic()
+
+    def has(self, job_id: str) -> bool:
+        with self._lock:
+            return self.alive and job_id in self._watches
+
+    def _run(self) -> None:
+        while self.alive:
+            try:
+                message = self._sub.get_message(timeout=READ_TIMEOUT_S)
+            except Exception as exc:  # also TypeError, AttributeError, ValueError: redis-py
+                # reading a connection that ``stop`` closed under it
+                self.stop(f"{type(exc).__name__}: {exc}")
+                return
+            if message is None:
+                with self._lock:
+                    idle = (not self._watches
+                            and time.monotonic() - self._idle_since >= LISTEN_IDLE_S)
+                if idle:
+                    self.stop(None)
+                    return
+            elif message.get("type") == "pmessage":
+                self._deliver(message.get("channel"), message.get("data"))
+
+    def _deliver(self, channel: Any, data: Any) -> None:
+        job_id = job_of_ended_channel(_text(channel))
+        with self._lock:
+            watches = list(self._watches.get(job_id, ())) if job_id is not None else []
+        for watch in watches:
+            watch.hear(data)
+
+    def stop(self, why: str | None) -> None:
+        """Done: wake every watch to poll (``why``: what failed; None: idle, or closed), close
+        the connection (which ends a read the thread is blocked in)."""
+        with self._lock:
+            if not self.alive:
+                return
+            self.alive = False
+            watches = [w for ws in self._watches.values() for w in ws]
+            self._watches.clear()
+        if why is not None:
+            log.info("stopped listening for job endings (%s); %d waits poll instead", why,
+                     len(watches))
+        for watch in watches:
+            watch.lose()
+        with contextlib.suppress(Exception):  # whatever redis-py raises on a closed socket
+            self._sub.close()
+            self._client.close()
+
+
+class EndingWatch:
+    """One job's ending; ``pause`` sleeps until the ending is announced or time is up.
+
+    Entered before the caller's first read of the job, so an ending between that read and
+    the next pause is not missed. Once the listener fails it is a plain sleep for the rest of
+    the wait. ``ending`` is the announced ending once heard (None for a payload that is not
+    one: read the job instead).
     """
 
     def __init__(self, endings: Endings, job_id: str) -> None:
         self._endings = endings
         self._job_id = job_id
-        self._channel = job_ended_channel(job_id)
-        self._sub: redis.client.PubSub | None = None
+        self._listener: _Listener | None = None
+        self._woken = threading.Event()
+        self._told = False
         self.heard = False
         self.ending: JobEnding | None = None
 
     def __enter__(self) -> EndingWatch:
-        sub = self._endings.subscriber()
-        try:
-            sub.subscribe(self._channel)
-        except RedisError as exc:
-            log.info("not watching %s (%s); polling instead", self._channel, exc)
-            sub.close()
-        else:
-            self._sub = sub
+        self._listener = self._endings.listen(self._job_id, self)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            self._endings.give_back(sub, self._channel)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.remove(self._job_id, self)
 
     def pause(self, seconds: float) -> None:
-        """Return once the ending is announced or ``seconds`` have passed, whichever is first;
-        after the announcement was heard, every pause is a plain sleep."""
+        """Return once the ending is announced (at once if it was already) or ``seconds``
+        have passed, whichever is first; after one pause returned for the announcement, every
+        pause is a plain sleep."""
         deadline = time.monotonic() + seconds
-        while self._sub is not None and not self.heard:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            try:
-                message = self._sub.get_message(timeout=left)
-            except (RedisError, OSError, TypeError, ValueError) as exc:
-                # TypeError, ValueError: the client was closed under the watch (``close`` in
-                # another thread), and redis-py polls a socket it no longer has
-                log.info("stopped watching %s (%s); polling instead", self._channel, exc)
-                self._drop()
-                break
-            if (message is not None and message.get("type") == "message"
-                    and _text(message.get("channel")) == self._channel):
-                self.heard = True
-                self.ending = self._ending(message.get("data"))
+        if self._listener is not None and not self._told:
+            self._woken.wait(seconds)
+            if self.heard:
+                self._told = True
                 return
         time.sleep(max(0.0, deadline - time.monotonic()))
+
+    def hear(self, data: Any) -> None:
+        """The listener's thread: ``data`` was announced on this job's channel."""
+        if self.heard:
+            return  # announced twice (a reconciler and a worker, say): the first stands
+        self.ending = self._ending(data)
+        self.heard = True
+        self._woken.set()
+
+    def lose(self) -> None:
+        """The listener's thread: it is done; poll for the rest of the wait."""
+        self._listener = None
+        self._woken.set()
 
     def _ending(self, data: Any) -> JobEnding | None:
         try:
@@ -246,31 +345,6 @@ class EndingWatch:
         except (ValidationError, TypeError, ValueError):
             return None  # an earlier worker's announcement: the status alone
         return ending if ending.id == self._job_id else None
-
-    def _drop(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                self._sub.close()
-            self._sub = None
-
-
-def _reusable(sub: redis.client.PubSub) -> bool:
-    """Read off what earlier watches left on ``sub`` without waiting (their subscribe's and
-    unsubscribe's replies, an ending that came after they stopped reading); False if the
-    server closed the connection meanwhile, or it holds more than that."""
-    conn = sub.connection
-    if conn is None:
-        return False
-    try:
-        for _ in range(DRAIN_MAX):
-            if not conn.can_read(timeout=0):  # raises once the server closed it
-                return True
-            if not sub.subscribed:
-                return False  # a reply with no subscription left to explain it
-            sub.get_message(timeout=0)
-    except (RedisError, OSError, TypeError, ValueError):
-        return False
-    return False
 
 
 def _text(value: Any) -> str:

@@ -10,6 +10,7 @@ from enum import StrEnum
 
 __all__ = [
     "CHUNK_TASK",
+    "ENDED_CHANNEL_PATTERN",
     "EPOCH_KEY",
     "KEY_PREFIX",
     "KOMBU_UNACKED_KEY",
@@ -19,6 +20,7 @@ __all__ = [
     "TIER_ORDER",
     "Tier",
     "job_ended_channel",
+    "job_of_ended_channel",
     "queue_name",
     "route_key",
     "tenant_key",
@@ -60,8 +62,20 @@ def route_key(deployment: str, kind: str) -> str:
 
 
 def job_ended_channel(job_id: str) -> str:
-    """The pub/sub channel on which a job's ending is announced (its status, nothing more)."""
+    """The pub/sub channel on which a job's ending is announced (producers/endings.py)."""
     return f"{KEY_PREFIX}:job:{job_id}:ended"
+
+
+ENDED_CHANNEL_PATTERN = job_ended_channel("*")
+"""Every job's ending channel, as a PSUBSCRIBE pattern (job ids hold no glob characters)."""
+
+
+def job_of_ended_channel(channel: str) -> str | None:
+    """The job id of an ending channel (``job_ended_channel``'s inverse); None for another."""
+    head, tail = job_ended_channel("|").split("|")
+    if channel.startswith(head) and channel.endswith(tail) and len(channel) > len(head + tail):
+        return channel[len(head):-len(tail)]
+    return None
 
 
 def queue_name(tier: Tier | str) -> str:

@@ -7,6 +7,7 @@ ending was announced and heard (or the job had ended before its first read).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -14,6 +15,7 @@ import threading
 import pytest
 import redis
 
+from producers import endings as endings_module
 from producers.endings import Endings
 from schemas.jobs import JobEnding, JobStatus, JobView
 from schemas.keys import job_ended_channel
@@ -43,10 +45,12 @@ def _ending(job_id: str) -> JobEnding:
                      expired=0, prompt_tokens=3, completion_tokens=2, cost="0.000001")
 
 
-def _subscribed(client: redis.Redis, job_id: str) -> None:
-    channel = job_ended_channel(job_id)
-    wait_for(lambda: dict(client.pubsub_numsub(channel)).get(channel.encode()), 10,
-             "the waiter to subscribe")
+def _watched(endings: Endings, job_id: str) -> None:
+    wait_for(lambda: endings.watching(job_id), 10, "the waiter to watch its job")
+
+
+def _received(admin: redis.Redis) -> int:
+    return int(admin.info("stats")["total_connections_received"])
 
 
 def test_a_watch_wakes_on_its_jobs_ending_and_not_on_another(redis_url: str) -> None:
@@ -62,50 +66,80 @@ def test_a_watch_wakes_on_its_jobs_ending_and_not_on_another(redis_url: str) -> 
     endings.close()
 
 
-def test_the_next_watch_reuses_the_connection_and_hears_only_its_own_job(
+def test_concurrent_watches_share_one_connection_and_each_hears_its_own_job(
         redis_url: str) -> None:
     endings = Endings(redis_url)
     admin = redis.Redis.from_url(redis_url)
-    with endings.watch("batch_a"):
-        endings.announce([_ending("batch_a")])  # left unread on the connection
-    connections = admin.info("stats")["total_connections_received"]
+    ids = [f"batch_{i:04d}" for i in range(500)]
+    endings.announce([_ending("batch_nobody")])  # the announcing connection, opened now
+    before = _received(admin)
 
-    with endings.watch("batch_b") as watch:
-        watch.pause(0.3)
-        assert not watch.heard  # batch_a's ending, still on the connection, is not batch_b's
-        endings.announce([_ending("batch_b")])
+    with contextlib.ExitStack() as stack:
+        watches = {job_id: stack.enter_context(endings.watch(job_id)) for job_id in ids}
+        assert _received(admin) - before == 1  # 500 watches, one subscribed connection
+        announced = ids[::2]
+        endings.announce([_ending(job_id) for job_id in announced])
+        for job_id in announced:  # heard in the order announced
+            watches[job_id].pause(TIMEOUT_S)
+            assert watches[job_id].ending == _ending(job_id)
+        # the last announced ending was handed out: any other would have been before it
+        assert [job_id for job_id in ids[1::2] if watches[job_id].heard] == []
+
+    with endings.watch("batch_next") as watch:  # the next wait: the same connection
+        endings.announce([_ending("batch_next")])
         watch.pause(TIMEOUT_S)
-        assert watch.ending == _ending("batch_b")
-
-    assert admin.info("stats")["total_connections_received"] == connections
+    assert watch.ending == _ending("batch_next")
+    assert _received(admin) - before == 1
     endings.close()
     admin.close()
 
 
-def test_a_kept_connection_the_server_closed_is_not_reused(redis_url: str) -> None:
-    """A restart or an idle timeout closes kept connections: the next watch must not write
-    its SUBSCRIBE into a dead socket (it would poll instead of being woken)."""
+def test_a_listener_whose_connection_the_server_closed_is_replaced(redis_url: str) -> None:
+    """A restart or an idle timeout closes the listener's connection: its watches poll for
+    the rest of their waits, and the next watch is heard on a new connection."""
     endings = Endings(redis_url)
     admin = redis.Redis.from_url(redis_url)
-    with endings.watch("batch_a"):
-        pass  # its connection is kept
-    for client in admin.client_list():
-        if client["cmd"] == "unsubscribe":  # the kept one's last command
-            admin.client_kill(client["addr"])
+    with endings.watch("batch_a") as lost:
+        for client in admin.client_list():
+            if client["cmd"] == "psubscribe":  # the listener's last command
+                admin.client_kill(client["addr"])
+        wait_for(lambda: not endings.watching("batch_a"), 10, "the listener to stop")
 
-    with endings.watch("batch_b") as watch:
+        with endings.watch("batch_b") as watch:
+            endings.announce([_ending("batch_a"), _ending("batch_b")])
+            watch.pause(TIMEOUT_S)
+        assert watch.ending == _ending("batch_b")
+        assert not lost.heard  # its listener is gone: it reads the job on its next poll
+    endings.close()
+    admin.close()
+
+
+def test_a_listener_with_no_watch_closes_its_connection(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(endings_module, "LISTEN_IDLE_S", 0.0)
+    monkeypatch.setattr(endings_module, "READ_TIMEOUT_S", 0.05)
+    endings = Endings(redis_url)
+    admin = redis.Redis.from_url(redis_url)
+
+    def listening() -> bool:
+        return any(client["cmd"] == "psubscribe" for client in admin.client_list())
+
+    with endings.watch("batch_a"):
+        pass
+    wait_for(lambda: not listening(), 10, "the idle listener to close")
+
+    with endings.watch("batch_b") as watch:  # the next watch listens again
         endings.announce([_ending("batch_b")])
         watch.pause(TIMEOUT_S)
-
     assert watch.ending == _ending("batch_b")
     endings.close()
     admin.close()
 
 
-def test_a_forked_child_does_not_share_its_parents_kept_connection(redis_url: str) -> None:
+def test_a_forked_child_listens_on_its_own_connection(redis_url: str) -> None:
     endings = Endings(redis_url)
     with endings.watch("batch_a"):
-        pass  # its connection is kept, then inherited by the child
+        pass  # the listener, inherited by the child, stays the parent's
     child = os.fork()
     if child == 0:  # the child: hear its own job's ending on a connection of its own
         code = 1
@@ -116,13 +150,13 @@ def test_a_forked_child_does_not_share_its_parents_kept_connection(redis_url: st
                 code = 0 if watch.ending == _ending("batch_child") else 1
         finally:
             os._exit(code)
+    _, status = os.waitpid(child, 0)
     with endings.watch("batch_parent") as watch:
         endings.announce([_ending("batch_parent")])
         watch.pause(TIMEOUT_S)
 
-    _, status = os.waitpid(child, 0)
-    assert watch.ending == _ending("batch_parent")
     assert os.waitstatus_to_exitcode(status) == 0
+    assert watch.ending == _ending("batch_parent")
     endings.close()
 
 
@@ -216,7 +250,7 @@ def test_an_ending_announced_by_status_alone_wakes_a_wait_that_reads_the_job(
     job = stack.producer.submit(["one", "two"], tier="bulk", model="small")  # no worker runs
     waiter, seen = _wait_in_thread(stack, job.id)
     client = redis.Redis.from_url(redis_url)
-    _subscribed(client, job.id)
+    _watched(stack.producer.endings, job.id)
 
     cancel_job(stack.producer.engine, job.id)  # ends the job without announcing it
     client.publish(job_ended_channel(job.id), JobStatus.CANCELLED.value)
@@ -226,10 +260,10 @@ def test_an_ending_announced_by_status_alone_wakes_a_wait_that_reads_the_job(
     assert seen[0].status is JobStatus.CANCELLED
 
 
-def test_a_cancel_wakes_a_wait_in_another_thread(stack: Stack, redis_url: str) -> None:
+def test_a_cancel_wakes_a_wait_in_another_thread(stack: Stack) -> None:
     job = stack.producer.submit(["one", "two"], tier="bulk", model="small")  # no worker runs
     waiter, seen = _wait_in_thread(stack, job.id)
-    _subscribed(redis.Redis.from_url(redis_url), job.id)
+    _watched(stack.producer.endings, job.id)
 
     stack.producer.cancel(job.id)
 
