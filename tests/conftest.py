@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from sqlalchemy import Engine
 
 from tests.stack import Stack, make_stack
 
@@ -92,6 +93,16 @@ def _postgres_url() -> Iterator[str]:
 def postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database, for what only PostgreSQL does."""
     yield from _postgres_url()
+
+
+@pytest.fixture
+def postgres_engine(postgres_url: str) -> Iterator[Engine]:
+    """An engine on ``postgres_url``, disposed of after the test."""
+    from storage import make_engine
+
+    engine = make_engine(postgres_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -44,10 +44,8 @@ class Calls:
 
 
 @pytest.fixture
-def db(postgres_url: str) -> Iterator[Engine]:
-    engine = make_engine(postgres_url)
-    yield engine
-    engine.dispose()
+def db(postgres_engine: Engine) -> Engine:
+    return postgres_engine
 
 
 @pytest.fixture
