@@ -33,6 +33,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
@@ -82,8 +83,16 @@ class Endings:
         self._listener: _Listener | None = None
         self._listen_quiet_until = 0.0
         self._owner = os.getpid()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while a listener starts (a round trip or two)
         self._closed = False
+        _INSTANCES.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's listener is not ours (its thread is not here, its
+        socket is the parent's), and a lock another thread held at the fork stays held."""
+        self._lock = threading.Lock()
+        self._listener, self._owner = None, os.getpid()
+        self._listen_quiet_until = 0.0
 
     def announce(self, ended: Iterable[JobEnding]) -> None:
         """Publish each committed ending in one round trip; a failure is logged, not raised
@@ -150,24 +159,21 @@ class Endings:
     def listen(self, job_id: str, watch: EndingWatch) -> _Listener | None:
         """Hand ``job_id``'s endings to ``watch`` from now on; the listener that will (remove
         the watch from it when done), or None when Redis did not answer (poll instead)."""
+        if self._owner != os.getpid():  # forked without the handler (see ``_forked``)
+            self._forked()
         with self._lock:  # held while a listener starts: the others wait for it, not start one
-            if self._owner != os.getpid():  # a forked child: the parent's, not to be touched
-                self._listener, self._owner = None, os.getpid()
-                self._listen_quiet_until = 0.0
-            for _ in range(2):  # a listener that ended just now: once more, with a new one
-                if self._closed or time.monotonic() < self._listen_quiet_until:
-                    return None
-                if self._listener is None or not self._listener.alive:
-                    try:
-                        self._listener = _Listener(self._url)
-                    except (RedisError, OSError) as exc:
-                        self._listen_quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_S
-                        log.info("not listening for job endings (%s); waits poll instead, "
-                                 "for %.0fs at least", exc, QUIET_AFTER_FAILURE_S)
-                        return None
-                if self._listener.add(job_id, watch):
-                    return self._listener
-            return None
+            if self._closed or time.monotonic() < self._listen_quiet_until:
+                return None
+            if self._listener is not None and self._listener.add(job_id, watch):
+                return self._listener
+            try:  # none yet, or it ended: a new one, with this watch from the start
+                self._listener = _Listener(self._url, job_id, watch)
+            except (RedisError, OSError) as exc:
+                self._listen_quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_S
+                log.info("not listening for job endings (%s); waits poll instead, for %.0fs "
+                         "at least", exc, QUIET_AFTER_FAILURE_S)
+                return None
+            return self._listener
 
     def close(self) -> None:
         """Stop the listener (its watches poll for the rest of their waits) and close the
@@ -180,23 +186,37 @@ class Endings:
         self._redis.close()
 
 
+_INSTANCES: weakref.WeakSet[Endings] = weakref.WeakSet()
+
+
+def _forked() -> None:
+    for endings in list(_INSTANCES):
+        endings._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
 class _Listener:
     """One connection subscribed to every job's ending channel, read by a thread of its own
     that hands each ending to the watches of its job in this process.
 
-    Started subscribed: a watch added while it is ``alive`` hears every ending announced
-    after that. When the connection fails (a Redis restart, say), every watch is woken to
-    poll instead, and the listener is done (the next watch starts another, subscribed before
-    it is used); so it is, closing its connection, once it had no watch for
-    ``LISTEN_IDLE_S``.
+    Started subscribed, with its first watch: a watch added while it is ``alive`` hears
+    every ending announced after that. When the connection fails (a Redis restart, say),
+    every watch is woken to poll instead, and the listener is done (the next watch starts
+    another, subscribed before it is used); so it is, closing its connection, once it had no
+    watch for ``LISTEN_IDLE_S``.
     """
 
-    def __init__(self, redis_url: str) -> None:
-        # no retry: redis-py would reconnect and subscribe again by itself, and an ending
-        # announced meanwhile would be missed by watches that think they are heard
+    def __init__(self, redis_url: str, job_id: str, watch: EndingWatch) -> None:
+        # no retry, and no reconnect on a failure (``supported_errors``: redis-py's retry
+        # reconnects and subscribes again before it raises, which would leave a connection
+        # open after ``stop``; and an ending announced meanwhile would be missed by watches
+        # that think they are heard)
         self._client = redis.Redis.from_url(
             redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0))
+            retry=Retry(NoBackoff(), 0, supported_errors=()))
         self._sub = self._client.pubsub()
         try:
             self._sub.psubscribe(ENDED_CHANNEL_PATTERN)
@@ -212,7 +232,7 @@ class _Listener:
                 self._sub.close()
                 self._client.close()
             raise
-        self._watches: dict[str, list[EndingWatch]] = {}
+        self._watches: dict[str, list[EndingWatch]] = {job_id: [watch]}
         self._lock = threading.Lock()
         self._idle_since = time.monotonic()
         self.alive = True
@@ -243,22 +263,25 @@ class _Listener:
             return self.alive and job_id in self._watches
 
     def _run(self) -> None:
-        while self.alive:
-            try:
+        try:
+            while self.alive and not self._ended_idle():
                 message = self._sub.get_message(timeout=READ_TIMEOUT_S)
-            except Exception as exc:  # also TypeError, AttributeError, ValueError: redis-py
-                # reading a connection that ``stop`` closed under it
-                self.stop(f"{type(exc).__name__}: {exc}")
-                return
-            if message is None:
-                with self._lock:
-                    idle = (not self._watches
-                            and time.monotonic() - self._idle_since >= LISTEN_IDLE_S)
-                if idle:
-                    self.stop(None)
-                    return
-            elif message.get("type") == "pmessage":
-                self._deliver(message.get("channel"), message.get("data"))
+                if message is not None and message.get("type") == "pmessage":
+                    self._deliver(message.get("channel"), message.get("data"))
+        except Exception as exc:  # anything: a thread that died with ``alive`` set would
+            # keep every later watch deaf (also TypeError, AttributeError, ValueError:
+            # redis-py reading a connection that ``stop`` closed under it)
+            self.stop(f"{type(exc).__name__}: {exc}")
+
+    def _ended_idle(self) -> bool:
+        """No watch for ``LISTEN_IDLE_S``: done (in one step with the check, so a watch
+        added meanwhile is refused and starts a new listener instead of being lost)."""
+        with self._lock:
+            if self._watches or time.monotonic() - self._idle_since < LISTEN_IDLE_S:
+                return False
+            self.alive = False
+        self._close()
+        return True
 
     def _deliver(self, channel: Any, data: Any) -> None:
         job_id = job_of_ended_channel(_text(channel))
@@ -281,6 +304,9 @@ class _Listener:
                      len(watches))
         for watch in watches:
             watch.lose()
+        self._close()
+
+    def _close(self) -> None:
         with contextlib.suppress(Exception):  # whatever redis-py raises on a closed socket
             self._sub.close()
             self._client.close()
@@ -348,4 +374,4 @@ class EndingWatch:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

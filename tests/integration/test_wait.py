@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import threading
 
 import pytest
@@ -134,6 +135,58 @@ def test_a_listener_with_no_watch_closes_its_connection(
     assert watch.ending == _ending("batch_b")
     endings.close()
     admin.close()
+
+
+def test_a_listener_hearing_endings_all_the_time_still_closes_when_idle(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other processes' jobs end all the time on a busy cluster: a producer that waited once
+    must not stay subscribed to all of them."""
+    monkeypatch.setattr(endings_module, "LISTEN_IDLE_S", 0.0)
+    endings = Endings(redis_url)
+    admin = redis.Redis.from_url(redis_url)
+
+    def listening() -> bool:
+        endings.announce([_ending("batch_elsewhere")])  # before each look: never a quiet second
+        return any(client["cmd"] == "psubscribe" for client in admin.client_list())
+
+    with endings.watch("batch_a"):
+        pass
+    wait_for(lambda: not listening(), 10, "the idle listener to close")
+    endings.close()
+    admin.close()
+
+
+def test_a_channel_name_that_is_not_text_does_not_deafen_the_process(redis_url: str) -> None:
+    endings = Endings(redis_url)
+    admin = redis.Redis.from_url(redis_url)
+    with endings.watch("batch_a") as watch:
+        admin.publish(job_ended_channel("batch_\xff").encode("latin-1"), b"{}")
+        endings.announce([_ending("batch_a")])
+        watch.pause(TIMEOUT_S)
+    assert watch.ending == _ending("batch_a")
+    endings.close()
+    admin.close()
+
+
+def test_a_child_forked_while_the_listener_starts_can_wait(redis_url: str) -> None:
+    """A thread of the parent may be starting the listener (holding its lock for a round
+    trip) when another forks: the child must not inherit the lock held forever."""
+    endings = Endings(redis_url)
+    with endings._lock:  # as a thread starting the listener would
+        child = os.fork()
+        if child == 0:
+            code = 1
+            try:
+                signal.alarm(int(TIMEOUT_S))  # a hang ends the child, not the test run
+                with endings.watch("batch_child") as watch:
+                    endings.announce([_ending("batch_child")])
+                    watch.pause(TIMEOUT_S)
+                    code = 0 if watch.ending == _ending("batch_child") else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    endings.close()
 
 
 def test_a_forked_child_listens_on_its_own_connection(redis_url: str) -> None:
