@@ -173,30 +173,19 @@ def test_a_child_forked_while_the_listener_starts_can_wait(redis_url: str) -> No
     trip) when another forks: the child must not inherit the lock held forever."""
     endings = Endings(redis_url)
     with endings._lock:  # as a thread starting the listener would
-        child = os.fork()
-        if child == 0:
-            code = 1
-            try:
-                signal.alarm(int(TIMEOUT_S))  # a hang ends the child, not the test run
-                with endings.watch("batch_child") as watch:
-                    endings.announce([_ending("batch_child")])
-                    watch.pause(TIMEOUT_S)
-                    code = 0 if watch.ending == _ending("batch_child") else 1
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+        code = _child_hears_its_own_job(endings)
+    assert code == 0
     endings.close()
 
 
-def test_a_forked_child_listens_on_its_own_connection(redis_url: str) -> None:
-    endings = Endings(redis_url)
-    with endings.watch("batch_a"):
-        pass  # the listener, inherited by the child, stays the parent's
+def _child_hears_its_own_job(endings: Endings) -> int:
+    """Fork; the child watches a job of its own and exits 0 if it heard its ending (a hang
+    ends it by an alarm); the child's exit code."""
     child = os.fork()
-    if child == 0:  # the child: hear its own job's ending on a connection of its own
+    if child == 0:
         code = 1
         try:
+            signal.alarm(int(TIMEOUT_S))  # a hang ends the child, not the test run
             with endings.watch("batch_child") as watch:
                 endings.announce([_ending("batch_child")])
                 watch.pause(TIMEOUT_S)
@@ -204,11 +193,19 @@ def test_a_forked_child_listens_on_its_own_connection(redis_url: str) -> None:
         finally:
             os._exit(code)
     _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_forked_child_listens_on_its_own_connection(redis_url: str) -> None:
+    endings = Endings(redis_url)
+    with endings.watch("batch_a"):
+        pass  # the listener, inherited by the child, stays the parent's
+    code = _child_hears_its_own_job(endings)  # on a connection of its own
     with endings.watch("batch_parent") as watch:
         endings.announce([_ending("batch_parent")])
         watch.pause(TIMEOUT_S)
 
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert code == 0
     assert watch.ending == _ending("batch_parent")
     endings.close()
 
