@@ -228,9 +228,7 @@ class _Listener:
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"no reply to PSUBSCRIBE in {TIMEOUT_S:g}s")
         except BaseException:
-            with contextlib.suppress(RedisError, OSError):
-                self._sub.close()
-                self._client.close()
+            self._close()
             raise
         self._watches: dict[str, list[EndingWatch]] = {job_id: [watch]}
         self._lock = threading.Lock()
@@ -307,9 +305,11 @@ class _Listener:
         self._close()
 
     def _close(self) -> None:
-        with contextlib.suppress(Exception):  # whatever redis-py raises on a closed socket
-            self._sub.close()
-            self._client.close()
+        """Close the subscription and the client's pool, each whatever the other raised
+        (redis-py may raise anything on a socket closed under it)."""
+        for close in (self._sub.close, self._client.close):
+            with contextlib.suppress(Exception):
+                close()
 
 
 class EndingWatch:
