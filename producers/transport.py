@@ -8,8 +8,9 @@ message as unacknowledged and to acknowledge it. Here a channel keeps the client
 as long as its connection pool lives (a new pool, after a reconnect or a fork, gets a new
 client), so each command costs the round trip and the command alone.
 
-Both the producer's publisher and the worker (workers/broker.py) use this transport; Flower
-keeps kombu's own, whose URL scheme it reads.
+The worker (workers/broker.py) uses this transport; the producer's publisher pushes Celery's
+messages itself (producers/publisher.py), and Flower keeps kombu's own transport, whose URL
+scheme it reads.
 """
 
 from __future__ import annotations
