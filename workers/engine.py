@@ -54,32 +54,45 @@ PRIORITY_TIERS = frozenset({Tier.REALTIME, Tier.HIGH})
 CLAIMS_APPLICATION_NAME = "batchyard-claims"
 """The feeders' own PostgreSQL connections (storage/direct.py), by name in pg_stat_activity."""
 HANDOFF_WAIT_S = 0.05
-"""How long a priority chunk's feeder waits for its rows' calls to be sent (see _Handoff)."""
+"""How long a priority chunk's feeder waits for its rows' calls to be sent, or the lingering
+feeder for their outcomes to be written (see _Handoff)."""
 
 
 class _Handoff:
-    """A priority chunk's rows until each has its upstream call sent, or has ended.
+    """A priority chunk's rows until each has its upstream call sent (or, for the lingering
+    feeder, its outcome written), or has ended without a call.
 
     The feeder thread that started them waits for that, at most ``HANDOFF_WAIT_S``, before it
-    goes back to Celery. Otherwise the task's return, its acknowledgement and its log line run
-    in that thread while the loop admits and sends the rows, and the two threads take turns on
-    the GIL. Measured on the overhead benchmark (docs/PERFORMANCE.md, session 8): the worker
-    stage's p50 1.43 / 1.61 -> 1.26 / 1.15 ms on SQLite. Bulk chunks do not wait: their feeders
-    are what keeps the engine full.
+    goes back to Celery. Otherwise the task's return, its acknowledgement, the consumer's next
+    BRPOP and the task's log line run in that process's other threads while the loop admits
+    and sends the rows, and the threads take turns on the GIL. Measured on the overhead
+    benchmark (docs/PERFORMANCE.md, session 8): the worker stage's p50 1.43 / 1.61 -> 1.26 /
+    1.15 ms on SQLite. Bulk chunks do not wait: their feeders are what keeps the engine full.
+
+    One feeder at a time lingers: it waits for its rows' outcomes to be written (and their
+    jobs' endings announced), not only sent, so when the upstream answers within
+    ``HANDOFF_WAIT_S`` Celery's work for the chunk comes after the result is stored instead
+    of during its write (session 15: ``added`` p50 on PostgreSQL 7.32 -> 6.68 ms, 12
+    alternating blocks). Only one: while a slow call holds the lingering feeder for up to
+    ``HANDOFF_WAIT_S``, the others take the next chunks as before.
     """
 
-    def __init__(self, rows: int) -> None:
+    def __init__(self, rows: int, *, linger: bool = False) -> None:
         self._left = rows
+        self._lock = threading.Lock()
+        self.linger = linger
         self.done = threading.Event()
 
-    def sent(self) -> Callable[[], None]:
-        """A callback for one row, to call on the loop once its call is sent; later calls of
-        it count nothing."""
+    def tick(self) -> Callable[[], None]:
+        """A callback for one row, to call from any thread once the row is as far as the
+        feeder waits for; later calls of it count nothing."""
         fired = False
 
         def once() -> None:
             nonlocal fired
-            if not fired:
+            with self._lock:
+                if fired:
+                    return
                 fired = True
                 self._left -= 1
                 if self._left == 0:
@@ -103,6 +116,7 @@ class Engine:
                                   default_reserve(settings.worker.max_in_flight))
         self._tasks: set[asyncio.Task[None]] = set()
         self._turn = threading.Lock()  # non-priority chunks start one at a time
+        self._lingering = threading.Lock()  # held by the one feeder that lingers (_Handoff)
         self._claim_min = max(1, min(CLAIM_MIN_ROWS, settings.worker.max_in_flight // 32))
         self._closing = threading.Event()
         self._running: dict[tuple[str, int], Claimed] = {}
@@ -173,18 +187,22 @@ class Engine:
             for row in rows:
                 self._running[(row.job_id, row.seq)] = row
             if rows:  # one wake-up of the loop per claim, not one per row
-                handoff = _Handoff(len(rows)) if priority else None
+                handoff = (_Handoff(len(rows), linger=self._lingering.acquire(blocking=False))
+                           if priority else None)
                 self._loop.call_soon_threadsafe(self._start, rows, handoff)
                 if handoff is not None:
-                    handoff.done.wait(HANDOFF_WAIT_S)
+                    try:
+                        handoff.done.wait(HANDOFF_WAIT_S)
+                    finally:
+                        if handoff.linger:
+                            self._lingering.release()
             started += len(rows)
         return started
 
     def _start(self, rows: list[Claimed], handoff: _Handoff | None) -> None:
         """On the loop: one task per row, referenced until done (the loop keeps weak refs)."""
         for row in rows:
-            task = self._loop.create_task(
-                self._run(row, None if handoff is None else handoff.sent()))
+            task = self._loop.create_task(self._run(row, handoff))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -207,15 +225,18 @@ class Engine:
                 self._closing.wait(delay)
                 delay = min(delay * 2, CLAIM_RETRY_MAX_S)
 
-    async def _run(self, row: Claimed, sent: Callable[[], None] | None) -> None:
+    async def _run(self, row: Claimed, handoff: _Handoff | None) -> None:
+        tick = None if handoff is None else handoff.tick()
+        sent = None if handoff is None or handoff.linger else tick
         outcome = await self._pipeline.run(row, on_send=sent)
         if sent is not None:  # ended without a call (refused, deferred, invalid)
             sent()
         self._running.pop((row.job_id, row.seq), None)
-        if sent is not None and self._loop_writer is not None and self._loop_writer.takes(outcome):
+        if tick is not None and self._loop_writer is not None and self._loop_writer.takes(outcome):
             await self._loop_writer.write(outcome)  # a priority row: see workers/loop_writer.py
+            tick()
         else:
-            self._writer.put(outcome)
+            self._writer.put(outcome, then=tick)
 
     def _finished(self, ended: Sequence[JobEnding]) -> None:
         """On the writer, once the jobs' ends are committed: announce them to their waiters,

@@ -28,6 +28,7 @@ RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 10.0
 
 _STOP = object()
+_Item = tuple[Outcome, Callable[[], None] | None]
 
 
 class OutcomeWriter:
@@ -45,8 +46,10 @@ class OutcomeWriter:
         self._thread = threading.Thread(target=self._run, name="batchyard-writer", daemon=True)
         self._thread.start()
 
-    def put(self, outcome: Outcome) -> None:
-        self._queue.put(outcome)
+    def put(self, outcome: Outcome, *, then: Callable[[], None] | None = None) -> None:
+        """Write ``outcome`` in a coming batch; ``then`` is called (on the writer's thread)
+        once it is written and the endings of its batch are announced."""
+        self._queue.put((outcome, then))
 
     def stop(self, timeout: float) -> None:
         """Write what is queued, then stop."""
@@ -58,9 +61,9 @@ class OutcomeWriter:
             first = self._queue.get()
             if first is _STOP:
                 return
-            batch: list[Outcome] = [first]  # type: ignore[list-item]
+            items: list[_Item] = [first]  # type: ignore[list-item]
             stop = False
-            while len(batch) < self._batch:
+            while len(items) < self._batch:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -68,8 +71,11 @@ class OutcomeWriter:
                 if item is _STOP:
                     stop = True
                     break
-                batch.append(item)  # type: ignore[arg-type]
-            self._write(batch)
+                items.append(item)  # type: ignore[arg-type]
+            self._write([outcome for outcome, _ in items])
+            for _, then in items:
+                if then is not None:
+                    then()
             if stop:
                 return
 
