@@ -69,18 +69,41 @@ def _one(s: Stack, published: TimedPublish, i: int) -> dict[str, float]:
     return {name: value * 1000 for name, value in stages.items()}
 
 
-def overhead(mock: MockProcess, folder: Path, *, db_kind: str, count: int) -> dict[str, Any]:
-    """``count`` one-request realtime jobs in a row; p50 (and p99) of each stage, in ms."""
+def _samples(mock: MockProcess, folder: Path, db_kind: str, count: int) -> list[dict[str, float]]:
+    """``count`` one-request realtime jobs in a row on a fresh stack; each one's stages."""
     mock.configure(latency_ms=0)
-    with stack(db_kind, mock.url, folder / f"overhead-{db_kind}") as s:
+    with stack(db_kind, mock.url, folder) as s:
         s.start_workers(1)
         published = TimedPublish(s.producer.publisher)
         for i in range(10):  # warm-up: connections, prepared statements, lazy imports
             _one(s, published, -i)
-        samples = [_one(s, published, i) for i in range(count)]
-    result: dict[str, Any] = {"db": db_kind, "requests": count}
-    for name in STAGES:
-        values = [sample[name] for sample in samples]
-        result[f"{name}_p50_ms"] = round(percentile(values, 0.5), 2)
-        result[f"{name}_p99_ms"] = round(percentile(values, 0.99), 2)
-    return result
+        return [_one(s, published, i) for i in range(count)]
+
+
+def overhead(mock: MockProcess, folder: Path, *, dbs: tuple[str, ...], count: int,
+             rounds: int = 1) -> list[dict[str, Any]]:
+    """``rounds`` rounds of ``count`` jobs per database, the databases alternating in order
+    from one round to the next (each round on a fresh stack); per database, p50 and p99 of
+    each stage over every round's jobs, and each round's own p50 of ``added``.
+
+    The machine's speed swings within minutes (docs/PERFORMANCE.md, sessions 14 and 15: 4.3
+    and 6.0 ms p50 in two runs a minute apart), so one short round is a sample of one moment;
+    rounds spread over the section, both databases in each, are what its median stands for.
+    """
+    samples: dict[str, list[dict[str, float]]] = {db: [] for db in dbs}
+    per_round: dict[str, list[float]] = {db: [] for db in dbs}
+    for r in range(rounds):
+        for db in dbs if r % 2 == 0 else tuple(reversed(dbs)):
+            got = _samples(mock, folder / f"overhead-{db}-{r}", db, count)
+            samples[db] += got
+            per_round[db].append(round(percentile([g["added"] for g in got], 0.5), 2))
+    results = []
+    for db in dbs:
+        result: dict[str, Any] = {"db": db, "requests": len(samples[db]), "rounds": rounds,
+                                  "round_added_p50_ms": per_round[db]}
+        for name in STAGES:
+            values = [sample[name] for sample in samples[db]]
+            result[f"{name}_p50_ms"] = round(percentile(values, 0.5), 2)
+            result[f"{name}_p99_ms"] = round(percentile(values, 0.99), 2)
+        results.append(result)
+    return results

@@ -24,7 +24,9 @@ class Plan:
     e2e: tuple[tuple[str, Load], ...]
     """(database, load) end-to-end runs; each is compared with the direct limit."""
     overhead_requests: int
+    """jobs per database and round."""
     overhead_dbs: tuple[str, ...]
+    overhead_rounds: int
     priority: Load
     priority_probes: int
     scale_lines: int
@@ -51,8 +53,9 @@ FULL = Plan(
     transport=((64, 0.0), (1024, 0.0), (64, 500.0), (1024, 500.0)),
     transport_seconds=6.0,
     e2e=_e2e(20_000, (0.0, 500.0), ("sqlite", "postgres")),
-    overhead_requests=500,
+    overhead_requests=400,
     overhead_dbs=("sqlite", "postgres"),
+    overhead_rounds=3,
     priority=Load(100_000, 200.0, 512, 2),
     priority_probes=40,
     scale_lines=1_000_000,
@@ -71,6 +74,7 @@ QUICK = Plan(
     e2e=(*_e2e(5_000, (0.0,), ("sqlite", "postgres")), *_e2e(5_000, (500.0,), ("postgres",))),
     overhead_requests=50,
     overhead_dbs=("sqlite", "postgres"),
+    overhead_rounds=1,
     priority=Load(10_000, 200.0, 512, 2),
     priority_probes=8,
     scale_lines=100_000,

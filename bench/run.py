@@ -114,8 +114,8 @@ class Run:
         return rows
 
     def overhead(self) -> list[dict[str, Any]]:
-        return [overhead(self.mock, self.folder, db_kind=db, count=self.plan.overhead_requests)
-                for db in self.plan.overhead_dbs]
+        return overhead(self.mock, self.folder, dbs=self.plan.overhead_dbs,
+                        count=self.plan.overhead_requests, rounds=self.plan.overhead_rounds)
 
     def priority(self) -> dict[str, Any]:
         return priority(self.mock, self.folder, "postgres", self.plan.priority,
