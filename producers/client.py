@@ -74,8 +74,8 @@ class Producer:
         self.catalog = catalog or load_catalog(settings.config)
         self.publisher = Publisher(settings.redis_url)
         self.endings = Endings(settings.redis_url)
-        # PostgreSQL: a realtime-sized job's one INSERT on each submitting thread's own
-        # connection (storage/direct.py)
+        # PostgreSQL: a realtime-sized job's one INSERT, and the status reads of submit,
+        # status and wait, on each calling thread's own connection (storage/direct.py)
         self._direct = (ThreadConnections(self.engine, APPLICATION_NAME)
                         if settings.producer.direct_connections
                         and self.engine.dialect.name == "postgresql" else None)
@@ -129,7 +129,8 @@ class Producer:
                         "queued by the reconciler once the broker answers", job_id, exc)
             published = False
         with self._database(f"job {job_id} is stored and will run; check it with `status`"):
-            return get_job(self.engine, job_id, tenant=tenant, dispatched=published)
+            return get_job(self.engine, job_id, tenant=tenant, dispatched=published,
+                           direct=self._direct)
 
     def _store(self, caller: Access, still: AccessCheck | None, source: Source, tier: Tier,  # noqa: PLR0913
                model: str | None, metadata: dict[str, Any] | None, options: dict[str, Any]
@@ -169,7 +170,7 @@ class Producer:
         """Counts per state, tokens and cost so far; NotFoundError for an unknown job (or
         another tenant's: the two are indistinguishable)."""
         with self._database("the job's status could not be read"):
-            return get_job(self.engine, job_id, tenant=self.caller.tenant())
+            return get_job(self.engine, job_id, tenant=self.caller.tenant(), direct=self._direct)
 
     def wait(self, job_id: str, *, progress: bool = False, timeout: float | None = None,
              poll_s: float = 0.25, notify: Callable[[str], None] | None = None) -> JobView:

@@ -38,7 +38,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 
 __all__ = ["PgStatement", "ThreadConnections", "for_psycopg"]
@@ -50,12 +50,14 @@ _EXPANDING = re.compile(r"(?<!NOT )IN \(__\[POSTCOMPILE_(\w+)\]\)")
 
 @dataclass(frozen=True)
 class PgStatement:
-    """psycopg's SQL text of a statement, the values of its constant parameters, and the
-    bind processors of its typed ones (a JSON column's, ``Money``'s)."""
+    """psycopg's SQL text of a statement, the values of its constant parameters, the bind
+    processors of its typed ones (a JSON column's, ``Money``'s), and, for a SELECT, the
+    result processors of its columns that have one (by position: ``Money``'s)."""
 
     sql: str
     defaults: dict[str, Any]
     processors: dict[str, Callable[[Any], Any]]
+    results: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
 
     def values(self, params: dict[str, Any]) -> dict[str, Any]:
         """``params`` over the defaults, each processed as SQLAlchemy would bind it."""
@@ -88,7 +90,13 @@ def for_psycopg(statement: ClauseElement) -> PgStatement:
             processors[name] = process
     for name in processors.keys() & defaults.keys():  # constants: processed once, here
         defaults[name] = processors[name](defaults[name])
-    return PgStatement(sql, defaults, processors)
+    results: list[tuple[int, Callable[[Any], Any]]] = []
+    if isinstance(statement, Select):
+        for i, column in enumerate(statement.selected_columns):
+            process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            if process is not None:
+                results.append((i, process))
+    return PgStatement(sql, defaults, processors, tuple(results))
 
 
 def _plain(value: Any) -> Any:
@@ -127,15 +135,24 @@ class ThreadConnections:
 
     def rows(self, statement: PgStatement, params: dict[str, Any]) -> list[Any]:
         """Run ``statement`` with ``params`` (over its defaults) on this thread's connection;
-        its rows, as named tuples."""
+        its rows, as named tuples, each column's value as the engine would return it."""
         values = statement.values(params)
         conn = self._connection(statement.sql, values)
         try:
-            return conn.execute(statement.sql, values).fetchall()
+            rows = conn.execute(statement.sql, values).fetchall()
         except psycopg.Error as exc:
             self._drop(conn)
             raise DBAPIError.instance(statement.sql, values, exc, psycopg.Error,
                                      hide_parameters=True) from exc
+        if not statement.results:
+            return rows
+        processed = []
+        for row in rows:
+            fields = list(row)
+            for i, process in statement.results:
+                fields[i] = process(fields[i])
+            processed.append(type(row)(*fields))
+        return processed
 
     def _connection(self, sql: str, values: dict[str, Any]) -> psycopg.Connection[Any]:
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)

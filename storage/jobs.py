@@ -261,7 +261,7 @@ _PAUSED = select(_T.c.error_message).where(
 
 
 def get_job(engine: Engine, job_id: str, *, tenant: str | None = None,
-            dispatched: bool = False) -> JobView:
+            dispatched: bool = False, direct: ThreadConnections | None = None) -> JobView:
     """The job's status, counts per state, tokens and cost; NotFoundError when absent (or,
     given ``tenant``, owned by another tenant).
 
@@ -275,22 +275,33 @@ def get_job(engine: Engine, job_id: str, *, tenant: str | None = None,
     ones are the rest of ``total``. Counting queued rows too read every waiting row of the
     job on each call: about 10 ms of PostgreSQL's CPU for 20,000 of them, at every poll of
     every ``wait``. One statement, so the counters and the counts are of one snapshot.
+
+    ``direct`` (PostgreSQL): the statements run on the calling thread's own connection
+    (storage/direct.py: a status read took 0.19 ms where the engine took 0.30, and half the
+    client's CPU, 0.115 ms against 0.24).
     """
     params = {"g_job": job_id, "g_tenant": tenant, "d_job": job_id, "d_at": datetime.now(UTC)}
     status = _STATUS if tenant is None else _STATUS_OF
-    with without_transaction(engine) as conn:
-        if dispatched and engine.dialect.name == "postgresql":
-            status = _DISPATCHED_STATUS[status]
-        elif dispatched:
-            conn.execute(_DISPATCHED, params)
-        job = conn.execute(status, params).first()
-        if job is None:
-            raise NotFoundError(f"no job {job_id!r}")
-        paused = None
-        if job.n_deferred:
-            paused = conn.execute(_PAUSED, params).scalar()
-        if dispatched:
-            conn.commit()  # SQLite's transaction; PostgreSQL's statement committed on its own
+    paused = None
+    if direct is not None and direct.ready():
+        found = direct.rows(for_psycopg(_DISPATCHED_STATUS[status] if dispatched else status),
+                            params)
+        job = found[0] if found else None
+        if job is not None and job.n_deferred:
+            paused = next(iter(direct.rows(for_psycopg(_PAUSED), params)), (None,))[0]
+    else:
+        with without_transaction(engine) as conn:
+            if dispatched and engine.dialect.name == "postgresql":
+                status = _DISPATCHED_STATUS[status]
+            elif dispatched:
+                conn.execute(_DISPATCHED, params)
+            job = conn.execute(status, params).first()
+            if job is not None and job.n_deferred:
+                paused = conn.execute(_PAUSED, params).scalar()
+            if dispatched:
+                conn.commit()  # SQLite's transaction; PostgreSQL's statement committed alone
+    if job is None:
+        raise NotFoundError(f"no job {job_id!r}")
     queued = (job.total - job.succeeded - job.failed - job.cancelled - job.expired
               - job.n_running - job.n_deferred)
     live = {RequestState.QUEUED: queued, RequestState.DEFERRED: job.n_deferred,

@@ -9,16 +9,22 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, bindparam, column, select, table, text, update
 from sqlalchemy.exc import OperationalError
 
+from schemas.chat import Usage
+from schemas.errors import NotFoundError
 from schemas.jobs import JobOptions, RoutingOptions
 from schemas.keys import Tier
-from storage import NewJob, claim, create_job, get_job, make_engine
+from schemas.outcomes import Outcome, OutcomeKind
+from schemas.tenants import BUDGET_PAUSED, DEFAULT_TENANT
+from storage import NewJob, claim, create_job, get_job, make_engine, record
 from storage.direct import ThreadConnections, for_psycopg
+from storage.models import JOBS
 from storage.requests import _CLAIM_IN_ONE
 from tests.helpers import wait_for
 
@@ -251,3 +257,30 @@ def test_a_constant_none_is_bound_as_null() -> None:
     t = table("t", column("a"), column("b"))
     statement = for_psycopg(update(t).values(a=None).where(t.c.b == bindparam("b")))
     assert statement.defaults == {"a": None}
+
+
+def test_a_direct_status_read_is_the_engines(db: Engine, direct: ThreadConnections) -> None:
+    job_id = _job(db, "batch_status", 4)
+    rows = claim(db, job_id, [0, 1], "w1", 60, time.time())
+    usage = Usage(prompt_tokens=7, completion_tokens=3)
+    record(db, [
+        Outcome(kind=OutcomeKind.SUCCEEDED, job_id=job_id, seq=0, claim=rows[0].claim,
+                status_code=200, response="{}", usage=usage, cost=Decimal("0.000123456789")),
+        Outcome(kind=OutcomeKind.DEFERRED, job_id=job_id, seq=1, claim=rows[1].claim,
+                not_before=time.time() + 60, error_code=BUDGET_PAUSED,
+                error_message="paused: the monthly budget is spent")])
+
+    def seen(**kwargs: Any) -> dict[str, Any]:
+        return get_job(db, job_id, **kwargs).model_dump(exclude={"eta_seconds"})
+
+    via_engine = seen()
+    assert seen(direct=direct) == via_engine
+    assert via_engine["cost"] == Decimal("0.000123456789")  # Money's processor ran
+    assert via_engine["paused"] == "paused: the monthly budget is spent"
+    assert seen(tenant=DEFAULT_TENANT, direct=direct) == via_engine
+    assert seen(dispatched=True, direct=direct) == via_engine
+    with db.connect() as conn:
+        assert conn.execute(select(JOBS.c.dispatched_at).where(JOBS.c.id == job_id)).scalar()
+    for kwargs in ({}, {"tenant": "someone-else"}):
+        with pytest.raises(NotFoundError):
+            get_job(db, "batch_nope" if not kwargs else job_id, direct=direct, **kwargs)
