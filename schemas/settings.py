@@ -100,8 +100,9 @@ class ProducerSettings(BaseModel):
     )
     direct_connections: bool = Field(
         default=True,
-        description="PostgreSQL: a job that fits one insert batch is written on the submitting "
-                    "thread's own connection, without SQLAlchemy's engine (0.7 ms less here); "
+        description="PostgreSQL: a job that fits one insert batch is written, and a job's "
+                    "status read, on the calling thread's own connection, without "
+                    "SQLAlchemy's engine (0.7 ms less per insert, 0.1 ms per read here); "
                     "off, through the engine's pool",
     )
 
