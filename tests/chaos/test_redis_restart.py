@@ -49,7 +49,9 @@ def test_a_redis_restart_that_loses_every_key_loses_no_request(
 def test_a_job_the_broker_did_not_take_is_stored_and_published_by_the_reconciler(
         chaos_stack: Stack, private_redis: RedisServer) -> None:
     stack = chaos_stack
-    stack.start_worker(BATCHYARD_WORKER__DISPATCH_GRACE_S="1")
+    # a grace longer than the failed publish's retries: the job submit returns is the one it
+    # stored, not already published by the reconciler and run meanwhile
+    stack.start_worker(BATCHYARD_WORKER__DISPATCH_GRACE_S="3")
     client = redis.Redis.from_url(private_redis.url)
     wait_for(lambda: client.exists(EPOCH_KEY), 30, "the reconciler's first pass")
     cut_off = Producer(stack.settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"}))
